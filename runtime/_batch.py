@@ -1,0 +1,982 @@
+"""The batch type: named columns that share a leading batch dimension.
+
+A :class:`Batch` is what flows between the controller and its workers. It is verl's
+``DataProto`` without ``tensordict`` and without any backend:
+
+* ``tensors``: ``dict[str, torch.Tensor]``, dense (strided) tensors with ``ndim >= 1``;
+* ``non_tensors``: ``dict[str, numpy.ndarray]``, usually object arrays (uids, prompts, dicts),
+  but any ndarray with ``ndim >= 1`` is allowed;
+* ``meta``: ``dict[str, object]``, batch-level information (``"metrics"``, flags, temperatures).
+
+**Contract.**
+
+* Every tensor and every array has the same leading dimension, ``len(batch)``. This is checked
+  at construction and a mismatch raises :class:`~runtime.errors.BatchError` naming the column,
+  its length and the expected length. A column name is either a tensor or a non-tensor, never
+  both. A batch without columns has length 0.
+* Operations return **new** batches and never modify their input. The only exception is
+  :meth:`Batch.pop`, which by definition removes columns from ``self``. (Unlike verl,
+  :meth:`Batch.union` and :meth:`Batch.reorder` are not in place.) New batches share column
+  objects with their source where that is free: :meth:`select`, :meth:`rename` and
+  :meth:`to` share tensors, and :meth:`slice`/:meth:`split`/``batch[a:b]``/:meth:`unpad` return
+  views, exactly like torch and numpy slicing. Index selection, :meth:`repeat`,
+  :meth:`concat` and padding produce fresh storage. ``meta`` is always shallow-copied.
+* :meth:`chunk` returns ``n`` equal chunks whose tensors and arrays **own exactly their
+  storage** (a view of a larger buffer is cloned), so shipping a chunk never drags the rest
+  of the batch along through any transport. ``chunk`` requires ``len % n == 0``; pad first
+  with :meth:`pad_to_multiple` and drop the padding with :meth:`unpad` (the dispatcher does
+  this when :attr:`padding_enabled`).
+* :meth:`concat` gathers ``meta["metrics"]`` into a dict of lists; every other meta key must
+  be equal in the parts that carry it. :meth:`union` requires conflicting keys to be equal.
+  Equality is deep and NaN-aware (a NaN equals a NaN at the same place): tensors and arrays
+  must agree in dtype, shape and values; dicts, lists and tuples are compared element-wise.
+* Errors about inconsistent or conflicting data are :class:`~runtime.errors.BatchError`
+  (a ``ValueError``); bad index values are ``IndexError``; arguments of the wrong type are
+  ``TypeError``.
+
+**Wire format.** Pickling is self-describing and cheap. ``Batch.__reduce_ex__`` emits a small
+versioned payload (``{"format": "runtime.batch/1", ...}``) that records every column's dtype
+and shape. With pickle protocol 5 each tensor, and each numpy array without Python objects,
+travels as one out-of-band :class:`pickle.PickleBuffer` over its raw bytes (bfloat16, bool,
+complex and every other dtype alike: the bytes are shipped as ``uint8`` and re-viewed with the
+recorded dtype), so a transport that supports out-of-band buffers (Ray, shared memory) never
+copies tensor data into the pickle stream. With protocol < 5 the same bytes travel in-band.
+Only a tensor's own elements are shipped, never the rest of the storage it is a view of.
+Object arrays and ``meta`` are pickled normally. The receiver decodes from the payload alone
+(never from its own environment): tensors arrive detached and on the CPU. A received buffer
+is used without a copy when it is writable and aligned; a read-only buffer (for example an
+object-store mapping) is copied once, because torch tensors over read-only memory are unsafe
+(and ``torch.from_numpy`` warns about them).
+
+**Padding switch.** :attr:`Batch.padding_enabled` is true when ``meta["_auto_padding"]`` is
+truthy (see :meth:`Batch.with_auto_padding`), or ``batch_config.auto_padding`` is set, or the
+environment variable ``RUNTIME_AUTO_PADDING`` is ``1``/``true``/``True`` in the process that
+asks. It is read by dispatchers; no :class:`Batch` method changes behaviour because of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import operator
+import os
+import pickle
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar, SupportsIndex, overload
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from runtime.errors import BatchError
+
+__all__ = ["Batch", "BatchConfig", "batch_config"]
+
+_Array = npt.NDArray[Any]
+_Index = Sequence[int] | npt.NDArray[Any] | torch.Tensor
+
+_WIRE_FORMAT = "runtime.batch/1"
+_ENV_AUTO_PADDING = "RUNTIME_AUTO_PADDING"
+_TRUE_STRINGS = frozenset({"1", "true", "True"})
+
+
+@dataclasses.dataclass
+class BatchConfig:
+    """Process-wide batch settings; the module-level instance is :data:`batch_config`.
+
+    ``auto_padding``: when true, every batch reports :attr:`Batch.padding_enabled`, so
+    dispatchers pad before chunking instead of rejecting lengths that do not divide.
+    """
+
+    auto_padding: bool = False
+
+
+batch_config = BatchConfig()
+"""The process-wide :class:`BatchConfig`. Mutate its attributes; do not rebind it."""
+
+
+class Batch:
+    """Named tensors and numpy arrays sharing a leading batch dimension, plus a meta dict.
+
+    See the module docstring for the full contract. Equality is identity; compare contents
+    with :meth:`equals`.
+    """
+
+    AUTO_PADDING_KEY: ClassVar[str] = "_auto_padding"
+    """The ``meta`` key that turns :attr:`padding_enabled` on for one batch."""
+
+    __slots__ = ("meta", "non_tensors", "tensors")
+
+    tensors: dict[str, torch.Tensor]
+    non_tensors: dict[str, _Array]
+    meta: dict[str, object]
+
+    def __init__(
+        self,
+        tensors: Mapping[str, torch.Tensor] | None = None,
+        non_tensors: Mapping[str, _Array] | None = None,
+        meta: Mapping[str, object] | None = None,
+    ) -> None:
+        self.tensors = dict(tensors) if tensors is not None else {}
+        self.non_tensors = dict(non_tensors) if non_tensors is not None else {}
+        self.meta = dict(meta) if meta is not None else {}
+        self.check_consistency()
+
+    # ------------------------------------------------------------------ construction
+
+    def check_consistency(self) -> None:
+        """Raise :class:`BatchError` unless every column is well formed and equally long.
+
+        Runs at construction. Call it again after editing the column dicts directly.
+        """
+        expected: int | None = None
+        first: str | None = None
+        for name, value in self.tensors.items():
+            if not isinstance(name, str):
+                raise BatchError(f"tensor column names must be str, got {name!r}")
+            if not isinstance(value, torch.Tensor):
+                raise BatchError(
+                    f"tensor column {name!r} must be a torch.Tensor, got "
+                    f"{type(value).__name__}; put numpy arrays and lists in non_tensors "
+                    "(Batch.from_dict converts lists)"
+                )
+            if value.layout != torch.strided:
+                raise BatchError(
+                    f"tensor column {name!r} has layout {value.layout}; only dense tensors are "
+                    "supported, convert it with .to_dense()"
+                )
+            if value.ndim < 1:
+                raise BatchError(
+                    f"tensor column {name!r} is 0-dimensional (value {value!r}); columns need a "
+                    "leading batch dimension: put scalars in meta or use value.reshape(1)"
+                )
+            if expected is None:
+                expected, first = value.shape[0], name
+            elif value.shape[0] != expected:
+                raise BatchError(
+                    f"tensor column {name!r} has length {value.shape[0]} but the batch has length "
+                    f"{expected} (from column {first!r}); every column must share the leading "
+                    "dimension"
+                )
+        for name, array in self.non_tensors.items():
+            if not isinstance(name, str):
+                raise BatchError(f"non-tensor column names must be str, got {name!r}")
+            if not isinstance(array, np.ndarray):
+                raise BatchError(
+                    f"non-tensor column {name!r} must be a numpy.ndarray, got "
+                    f"{type(array).__name__}; use Batch.from_dict, which converts lists to object "
+                    "arrays, or put tensors in tensors"
+                )
+            if array.ndim < 1:
+                raise BatchError(
+                    f"non-tensor column {name!r} is 0-dimensional (value {array!r}); columns need "
+                    "a leading batch dimension: put scalars in meta"
+                )
+            if name in self.tensors:
+                raise BatchError(
+                    f"column name {name!r} is used by both a tensor and a non-tensor column; "
+                    "rename one of them"
+                )
+            if expected is None:
+                expected, first = array.shape[0], name
+            elif array.shape[0] != expected:
+                raise BatchError(
+                    f"non-tensor column {name!r} has length {array.shape[0]} but the batch has "
+                    f"length {expected} (from column {first!r}); every column must share the "
+                    "leading dimension"
+                )
+        for key in self.meta:
+            if not isinstance(key, str):
+                raise BatchError(f"meta keys must be str, got {key!r}")
+
+    @classmethod
+    def from_dict(
+        cls,
+        tensors: Mapping[str, torch.Tensor] | None = None,
+        non_tensors: Mapping[str, _Array | Sequence[object]] | None = None,
+        meta: Mapping[str, object] | None = None,
+        *,
+        auto_padding: bool = False,
+    ) -> Batch:
+        """Build a batch, converting list or tuple non-tensor columns to 1-D object arrays.
+
+        Each list element becomes one row, even when the elements are equal-length lists.
+        ``auto_padding=True`` sets ``meta["_auto_padding"]`` (see :attr:`padding_enabled`).
+        """
+        arrays = {k: _as_column_array(k, v) for k, v in (non_tensors or {}).items()}
+        merged_meta = dict(meta or {})
+        if auto_padding:
+            merged_meta[cls.AUTO_PADDING_KEY] = True
+        return cls(tensors, arrays, merged_meta)
+
+    @classmethod
+    def from_single_dict(
+        cls,
+        data: Mapping[str, torch.Tensor | _Array | Sequence[object]],
+        meta: Mapping[str, object] | None = None,
+        *,
+        auto_padding: bool = False,
+    ) -> Batch:
+        """Build a batch from one mixed dict: tensors go to ``tensors``, the rest to
+        ``non_tensors`` (ndarrays as they are, lists and tuples as object arrays)."""
+        tensors: dict[str, torch.Tensor] = {}
+        others: dict[str, _Array | Sequence[object]] = {}
+        for key, value in data.items():
+            if isinstance(value, torch.Tensor):
+                tensors[key] = value
+            else:
+                others[key] = value
+        return cls.from_dict(tensors, others, meta, auto_padding=auto_padding)
+
+    # ------------------------------------------------------------------ basic protocol
+
+    def __len__(self) -> int:
+        for tensor in self.tensors.values():
+            return int(tensor.shape[0])
+        for array in self.non_tensors.values():
+            return int(array.shape[0])
+        return 0
+
+    @overload
+    def __getitem__(self, item: int | np.integer[Any]) -> dict[str, object]: ...
+
+    @overload
+    def __getitem__(self, item: slice | _Index) -> Batch: ...
+
+    def __getitem__(
+        self, item: int | np.integer[Any] | slice | _Index
+    ) -> dict[str, object] | Batch:
+        """Index the batch.
+
+        * ``batch[i]`` (an ``int``): a plain ``dict`` mapping every column name to row ``i``
+          (``tensor[i]``, a view, and ``array[i]``, the element or numpy scalar). Not a batch.
+        * ``batch[a:b:s]``: :meth:`slice` (views).
+        * ``batch[idx]`` with a list of ints or bools, an int or bool ndarray, or an integer or
+          bool tensor: :meth:`select_idxs` (copies).
+        """
+        if isinstance(item, slice):
+            return self.slice(item.start, item.stop, item.step)
+        if isinstance(item, bool | np.bool_):
+            raise TypeError(
+                f"cannot index a Batch with a bool ({item!r}); use an int row, a slice or a mask"
+            )
+        if isinstance(item, int | np.integer):
+            return self._row(int(item))
+        if isinstance(item, torch.Tensor | np.ndarray | list | tuple):
+            return self.select_idxs(item)
+        raise TypeError(
+            f"cannot index a Batch with {type(item).__name__} ({item!r}); use an int, a slice, "
+            "a list of ints, a bool mask, an ndarray or a tensor"
+        )
+
+    def __iter__(self) -> Iterator[dict[str, object]]:
+        """Iterate over rows, each as the dict ``batch[i]`` returns."""
+        for i in range(len(self)):
+            yield self._row(i)
+
+    def _row(self, i: int) -> dict[str, object]:
+        n = len(self)
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise IndexError(f"row {i} is out of range for a batch of length {n}")
+        row: dict[str, object] = {k: t[j] for k, t in self.tensors.items()}
+        row.update({k: a[j] for k, a in self.non_tensors.items()})
+        return row
+
+    def __repr__(self) -> str:
+        tensors = ", ".join(f"{k!r}: {_describe_tensor(t)}" for k, t in self.tensors.items())
+        arrays = ", ".join(f"{k!r}: {a.dtype}{list(a.shape)}" for k, a in self.non_tensors.items())
+        return (
+            f"Batch(len={len(self)}, tensors={{{tensors}}}, non_tensors={{{arrays}}}, "
+            f"meta_keys={list(self.meta)!r})"
+        )
+
+    def equals(self, other: object) -> bool:
+        """Deep, NaN-aware content equality: same column names, dtypes, shapes, devices and
+        values, and equal meta. (``==`` stays identity.)"""
+        if not isinstance(other, Batch):
+            return False
+        if set(self.tensors) != set(other.tensors):
+            return False
+        if set(self.non_tensors) != set(other.non_tensors):
+            return False
+        if set(self.meta) != set(other.meta):
+            return False
+        if not all(_deep_equal(t, other.tensors[k]) for k, t in self.tensors.items()):
+            return False
+        if not all(_deep_equal(a, other.non_tensors[k]) for k, a in self.non_tensors.items()):
+            return False
+        return all(_deep_equal(v, other.meta[k]) for k, v in self.meta.items())
+
+    def __copy__(self) -> Batch:
+        return Batch(self.tensors, self.non_tensors, self.meta)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Batch:
+        return Batch(
+            {k: t.clone() for k, t in self.tensors.items()},
+            copy.deepcopy(self.non_tensors, memo),
+            copy.deepcopy(self.meta, memo),
+        )
+
+    # ------------------------------------------------------------------ row selection
+
+    def slice(
+        self, start: int | None = None, stop: int | None = None, step: int | None = 1
+    ) -> Batch:
+        """Rows ``start:stop:step`` with Python slice semantics (negative bounds count from
+        the end). A positive step returns views; a negative step returns copies."""
+        length = len(self)
+        if step == 0:
+            raise BatchError("Batch.slice step must not be zero")
+        lo, hi, st = slice(start, stop, step).indices(length)
+        if st < 0:
+            return self.select_idxs(list(range(lo, hi, st)))
+        return Batch(
+            {k: t[lo:hi:st] for k, t in self.tensors.items()},
+            {k: a[lo:hi:st] for k, a in self.non_tensors.items()},
+            self.meta,
+        )
+
+    def select_idxs(self, idx: _Index) -> Batch:
+        """Rows picked by ``idx``: ints (negative allowed, repeats allowed) or a bool mask of
+        length ``len(self)``, given as a list, an ndarray or a tensor. Returns copies."""
+        index = _normalize_index(idx, len(self))
+        index_np = index.numpy()
+        return Batch(
+            {k: t.index_select(0, index.to(t.device)) for k, t in self.tensors.items()},
+            {k: a[index_np] for k, a in self.non_tensors.items()},
+            self.meta,
+        )
+
+    def reorder(self, idx: _Index) -> Batch:
+        """A new batch with rows permuted: row ``i`` of the result is row ``idx[i]`` of self.
+        ``idx`` must be a permutation of ``range(len(self))``."""
+        index = _normalize_index(idx, len(self))
+        if index.numel() != len(self) or not torch.equal(
+            torch.sort(index).values, torch.arange(len(self))
+        ):
+            raise BatchError(
+                f"Batch.reorder needs a permutation of range({len(self)}), got "
+                f"{index.tolist()!r}; use select_idxs to pick or repeat rows"
+            )
+        return self.select_idxs(index)
+
+    def chunk(self, n: int) -> list[Batch]:
+        """Exactly ``n`` equal chunks, in order. Requires ``len(self) % n == 0``.
+
+        Every tensor and array in a chunk owns exactly its storage (views are cloned), so a
+        chunk never carries the rest of the batch. ``meta`` is shallow-copied per chunk.
+        """
+        if n < 1:
+            raise BatchError(f"Batch.chunk needs n >= 1, got {n!r}")
+        length = len(self)
+        if length % n != 0:
+            raise BatchError(
+                f"cannot chunk a batch of length {length} into {n} equal chunks "
+                f"({length} % {n} == {length % n}); pad first with "
+                f"`padded, pad = batch.pad_to_multiple({n})` and drop the padding from the result "
+                "with `.unpad(pad)`, or enable auto padding (batch.with_auto_padding(), "
+                f"batch_config.auto_padding = True or {_ENV_AUTO_PADDING}=1) so the dispatcher "
+                "does it"
+            )
+        size = length // n
+        chunks: list[Batch] = []
+        for i in range(n):
+            lo, hi = i * size, (i + 1) * size
+            chunks.append(
+                Batch(
+                    {k: _own_tensor(t[lo:hi]) for k, t in self.tensors.items()},
+                    {k: _own_array(a[lo:hi]) for k, a in self.non_tensors.items()},
+                    self.meta,
+                )
+            )
+        return chunks
+
+    def split(self, size: int) -> list[Batch]:
+        """Consecutive pieces of ``size`` rows (views); the last one may be shorter. An empty
+        batch gives an empty list."""
+        if size < 1:
+            raise BatchError(f"Batch.split needs size >= 1, got {size!r}")
+        return [self.slice(i, i + size) for i in range(0, len(self), size)]
+
+    # ------------------------------------------------------------------ columns
+
+    def select(
+        self,
+        tensor_keys: Sequence[str] | None = None,
+        non_tensor_keys: Sequence[str] | None = None,
+        meta_keys: Sequence[str] | None = None,
+    ) -> Batch:
+        """A batch with only the named columns and meta keys (``None`` keeps all of a kind).
+        Column objects are shared, not copied."""
+        t_keys = (
+            list(self.tensors)
+            if tensor_keys is None
+            else _check_keys(tensor_keys, self.tensors, "tensor column", "tensor_keys")
+        )
+        n_keys = (
+            list(self.non_tensors)
+            if non_tensor_keys is None
+            else _check_keys(
+                non_tensor_keys, self.non_tensors, "non-tensor column", "non_tensor_keys"
+            )
+        )
+        m_keys = (
+            list(self.meta)
+            if meta_keys is None
+            else _check_keys(meta_keys, self.meta, "meta key", "meta_keys")
+        )
+        return Batch(
+            {k: self.tensors[k] for k in t_keys},
+            {k: self.non_tensors[k] for k in n_keys},
+            {k: self.meta[k] for k in m_keys},
+        )
+
+    def pop(
+        self,
+        tensor_keys: Sequence[str] = (),
+        non_tensor_keys: Sequence[str] = (),
+        meta_keys: Sequence[str] = (),
+    ) -> Batch:
+        """Remove the named columns and meta keys from ``self`` and return them as a batch.
+
+        All keys are checked before anything is removed, so a failed pop changes nothing.
+        """
+        t_keys = _check_keys(tensor_keys, self.tensors, "tensor column", "tensor_keys")
+        n_keys = _check_keys(
+            non_tensor_keys, self.non_tensors, "non-tensor column", "non_tensor_keys"
+        )
+        m_keys = _check_keys(meta_keys, self.meta, "meta key", "meta_keys")
+        popped = Batch(
+            {k: self.tensors[k] for k in t_keys},
+            {k: self.non_tensors[k] for k in n_keys},
+            {k: self.meta[k] for k in m_keys},
+        )
+        for k in t_keys:
+            del self.tensors[k]
+        for k in n_keys:
+            del self.non_tensors[k]
+        for k in m_keys:
+            del self.meta[k]
+        return popped
+
+    def union(self, other: Batch) -> Batch:
+        """A new batch with the columns and meta of both. Neither input changes.
+
+        Lengths must match, unless one side has no columns at all (a meta-only batch). A key
+        present on both sides must hold equal values (deep, NaN-aware); self's copy is kept.
+        """
+        if not isinstance(other, Batch):
+            raise TypeError(f"Batch.union needs a Batch, got {type(other).__name__}")
+        has_columns = bool(self.tensors or self.non_tensors)
+        other_has_columns = bool(other.tensors or other.non_tensors)
+        if has_columns and other_has_columns and len(self) != len(other):
+            raise BatchError(
+                f"cannot union batches of lengths {len(self)} and {len(other)}; select matching "
+                "rows first"
+            )
+        tensors = dict(self.tensors)
+        for k, t in other.tensors.items():
+            if k in self.non_tensors:
+                raise BatchError(
+                    f"cannot union: {k!r} is a non-tensor column in self but a tensor column in "
+                    "other; rename one of them"
+                )
+            if k in tensors and not _deep_equal(tensors[k], t):
+                raise BatchError(
+                    f"cannot union: tensor column {k!r} differs between the batches "
+                    f"(self: {_describe_tensor(tensors[k])}, other: {_describe_tensor(t)}); "
+                    "rename or pop one of them"
+                )
+            tensors.setdefault(k, t)
+        arrays = dict(self.non_tensors)
+        for k, a in other.non_tensors.items():
+            if k in self.tensors:
+                raise BatchError(
+                    f"cannot union: {k!r} is a tensor column in self but a non-tensor column in "
+                    "other; rename one of them"
+                )
+            if k in arrays and not _deep_equal(arrays[k], a):
+                raise BatchError(
+                    f"cannot union: non-tensor column {k!r} differs between the batches "
+                    f"(self: {arrays[k]!r}, other: {a!r}); rename or pop one of them"
+                )
+            arrays.setdefault(k, a)
+        meta = dict(self.meta)
+        for k, v in other.meta.items():
+            if k in meta and not _deep_equal(meta[k], v):
+                raise BatchError(
+                    f"cannot union: meta key {k!r} differs between the batches "
+                    f"(self: {meta[k]!r}, other: {v!r}); pop it from one of them"
+                )
+            meta.setdefault(k, v)
+        return Batch(tensors, arrays, meta)
+
+    def rename(self, old: str, new: str) -> Batch:
+        """A batch with column ``old`` (tensor or non-tensor) renamed to ``new``; column order
+        is kept."""
+        if old not in self.tensors and old not in self.non_tensors:
+            raise BatchError(
+                f"cannot rename {old!r}: no such column; available tensor columns: "
+                f"{list(self.tensors)!r}, non-tensor columns: {list(self.non_tensors)!r}"
+            )
+        if new != old and (new in self.tensors or new in self.non_tensors):
+            raise BatchError(
+                f"cannot rename {old!r} to {new!r}: column {new!r} already exists; pop it first"
+            )
+        return Batch(
+            {(new if k == old else k): t for k, t in self.tensors.items()},
+            {(new if k == old else k): a for k, a in self.non_tensors.items()},
+            self.meta,
+        )
+
+    def repeat(self, n: int, *, interleave: bool = True) -> Batch:
+        """Each row ``n`` times: interleaved gives ``a a b b``, otherwise tiled ``a b a b``."""
+        if n < 0:
+            raise BatchError(f"Batch.repeat needs n >= 0, got {n!r}")
+        if interleave:
+            tensors = {k: t.repeat_interleave(n, dim=0) for k, t in self.tensors.items()}
+            arrays = {k: np.repeat(a, n, axis=0) for k, a in self.non_tensors.items()}
+        else:
+            tensors = {k: t.repeat(n, *([1] * (t.ndim - 1))) for k, t in self.tensors.items()}
+            arrays = {
+                k: np.tile(a, (n,) + (1,) * (a.ndim - 1)) for k, a in self.non_tensors.items()
+            }
+        return Batch(tensors, arrays, self.meta)
+
+    def to(self, device: torch.device | str) -> Batch:
+        """A batch with every tensor moved to ``device`` (non-tensors are shared)."""
+        return Batch(
+            {k: t.to(device) for k, t in self.tensors.items()}, self.non_tensors, self.meta
+        )
+
+    @staticmethod
+    def concat(batches: Sequence[Batch]) -> Batch:
+        """Concatenate batches row-wise (``torch.cat`` / ``numpy.concatenate``).
+
+        Every part must have the same tensor and non-tensor column names, and each column the
+        same dtype, device and trailing shape. ``meta["metrics"]`` of the parts (a dict, or a
+        list of dicts) is gathered into a dict of lists, ``{"loss": [part0, part1]}``. Every
+        other meta key must be equal in all parts that carry it.
+        """
+        parts = list(batches)
+        if not parts:
+            raise BatchError("Batch.concat needs at least one batch, got an empty sequence")
+        for i, part in enumerate(parts):
+            if not isinstance(part, Batch):
+                raise TypeError(f"Batch.concat: item {i} is a {type(part).__name__}, not a Batch")
+        first = parts[0]
+        for i, part in enumerate(parts[1:], start=1):
+            _check_same_columns("tensor", first.tensors, part.tensors, i)
+            _check_same_columns("non-tensor", first.non_tensors, part.non_tensors, i)
+        tensors: dict[str, torch.Tensor] = {}
+        for k, t0 in first.tensors.items():
+            pieces = [p.tensors[k] for p in parts]
+            for i, t in enumerate(pieces):
+                if t.dtype != t0.dtype or t.device != t0.device or t.shape[1:] != t0.shape[1:]:
+                    raise BatchError(
+                        f"cannot concat tensor column {k!r}: part 0 is {_describe_tensor(t0)} but "
+                        f"part {i} is {_describe_tensor(t)}; dtype, device and trailing shape "
+                        "must match"
+                    )
+            tensors[k] = torch.cat(pieces, dim=0)
+        arrays: dict[str, _Array] = {}
+        for k, a0 in first.non_tensors.items():
+            chunks = [p.non_tensors[k] for p in parts]
+            for i, a in enumerate(chunks):
+                if a.shape[1:] != a0.shape[1:]:
+                    raise BatchError(
+                        f"cannot concat non-tensor column {k!r}: part 0 has shape {a0.shape!r} "
+                        f"but part {i} has shape {a.shape!r}; trailing shapes must match"
+                    )
+            arrays[k] = np.concatenate(chunks, axis=0)
+        return Batch(tensors, arrays, _merge_meta(parts))
+
+    # ------------------------------------------------------------------ padding
+
+    @property
+    def padding_enabled(self) -> bool:
+        """True when ``meta["_auto_padding"]`` is truthy, ``batch_config.auto_padding`` is set,
+        or ``RUNTIME_AUTO_PADDING`` is ``1``/``true``/``True``."""
+        return (
+            bool(self.meta.get(self.AUTO_PADDING_KEY))
+            or batch_config.auto_padding
+            or os.environ.get(_ENV_AUTO_PADDING, "") in _TRUE_STRINGS
+        )
+
+    def with_auto_padding(self, enabled: bool = True) -> Batch:
+        """A batch sharing self's columns, with ``meta["_auto_padding"]`` set (or removed)."""
+        meta = dict(self.meta)
+        if enabled:
+            meta[self.AUTO_PADDING_KEY] = True
+        else:
+            meta.pop(self.AUTO_PADDING_KEY, None)
+        return Batch(self.tensors, self.non_tensors, meta)
+
+    def pad_to_multiple(self, n: int) -> tuple[Batch, int]:
+        """``(padded, pad)``: a new batch whose length is the next multiple of ``n``, padded by
+        repeating rows cyclically from the start (row ``len + j`` is row ``j % len``), and the
+        number of rows added. ``pad`` may exceed ``len(self)``. Self is never changed."""
+        if n < 1:
+            raise BatchError(f"Batch.pad_to_multiple needs n >= 1, got {n!r}")
+        length = len(self)
+        if length == 0:
+            raise BatchError(
+                "cannot pad an empty batch: there are no rows to repeat; skip the call or send "
+                "at least one row"
+            )
+        pad = -length % n
+        if pad == 0:
+            return Batch(self.tensors, self.non_tensors, self.meta), 0
+        index = torch.cat([torch.arange(length), torch.arange(pad) % length])
+        return self.select_idxs(index), pad
+
+    def unpad(self, k: int) -> Batch:
+        """Drop the last ``k`` rows (views); ``k == 0`` returns self."""
+        if k == 0:
+            return self
+        if not 0 < k <= len(self):
+            raise BatchError(
+                f"cannot unpad {k!r} rows from a batch of length {len(self)}; k must be in "
+                f"[0, {len(self)}]"
+            )
+        return self.slice(0, len(self) - k)
+
+    # ------------------------------------------------------------------ iteration
+
+    def make_iterator(
+        self,
+        mini_batch_size: int,
+        epochs: int,
+        seed: int | None = None,
+        shuffle: bool = True,
+    ) -> Iterator[Batch]:
+        """Mini-batches of ``mini_batch_size`` rows, ``epochs`` times over the batch.
+
+        Each epoch visits every row exactly once (a fresh permutation per epoch when
+        ``shuffle``). A given ``seed`` makes the sequence deterministic; ``None`` draws one.
+        ``len(self)`` must be a multiple of ``mini_batch_size``. Arguments are checked here,
+        not at the first ``next()``.
+        """
+        length = len(self)
+        if mini_batch_size < 1:
+            raise BatchError(f"make_iterator needs mini_batch_size >= 1, got {mini_batch_size!r}")
+        if epochs < 0:
+            raise BatchError(f"make_iterator needs epochs >= 0, got {epochs!r}")
+        if length % mini_batch_size != 0:
+            raise BatchError(
+                f"batch length {length} is not a multiple of mini_batch_size {mini_batch_size}; "
+                "pick a divisor, or pad with pad_to_multiple"
+            )
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        return self._iterate(mini_batch_size, epochs, generator, shuffle)
+
+    def _iterate(
+        self, size: int, epochs: int, generator: torch.Generator, shuffle: bool
+    ) -> Iterator[Batch]:
+        length = len(self)
+        for _ in range(epochs):
+            order = torch.randperm(length, generator=generator) if shuffle else torch.arange(length)
+            for start in range(0, length, size):
+                yield self.select_idxs(order[start : start + size])
+
+    # ------------------------------------------------------------------ serialization
+
+    def __reduce_ex__(self, protocol: SupportsIndex, /) -> tuple[object, ...]:
+        out_of_band = operator.index(protocol) >= 5
+        tensors = []
+        for name, t in self.tensors.items():
+            tensors.append(
+                {
+                    "name": name,
+                    "dtype": str(t.dtype).removeprefix("torch."),
+                    "shape": tuple(int(s) for s in t.shape),
+                    "data": _wrap_bytes(_tensor_bytes(t), out_of_band),
+                }
+            )
+        arrays: list[dict[str, object]] = []
+        for name, a in self.non_tensors.items():
+            if a.dtype.hasobject or a.dtype.itemsize == 0:
+                arrays.append({"name": name, "encoding": "pickle", "array": a})
+            else:
+                raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+                arrays.append(
+                    {
+                        "name": name,
+                        "encoding": "raw",
+                        "dtype": a.dtype,
+                        "shape": a.shape,
+                        "data": _wrap_bytes(raw, out_of_band),
+                    }
+                )
+        payload = {
+            "format": _WIRE_FORMAT,
+            "tensors": tensors,
+            "non_tensors": arrays,
+            "meta": self.meta,
+        }
+        return (_rebuild_batch, (payload,))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _describe_tensor(t: torch.Tensor) -> str:
+    device = "" if t.device.type == "cpu" else f"@{t.device}"
+    return f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}{device}"
+
+
+def _as_column_array(name: str, value: object) -> _Array:
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, list | tuple):
+        array = np.empty(len(value), dtype=object)
+        for i, item in enumerate(value):
+            array[i] = item
+        return array
+    raise BatchError(
+        f"non-tensor column {name!r} must be a numpy.ndarray, list or tuple, got "
+        f"{type(value).__name__}"
+    )
+
+
+def _check_keys(
+    keys: Sequence[str], available: Mapping[str, object], what: str, arg: str
+) -> list[str]:
+    if isinstance(keys, str):
+        raise TypeError(
+            f"{arg} must be a sequence of names, got the string {keys!r}; use [{keys!r}]"
+        )
+    out = list(dict.fromkeys(keys))
+    for key in out:
+        if key not in available:
+            raise BatchError(f"unknown {what} {key!r}; available: {list(available)!r}")
+    return out
+
+
+def _check_same_columns(
+    what: str, first: Mapping[str, object], other: Mapping[str, object], part: int
+) -> None:
+    if set(first) != set(other):
+        missing = sorted(set(first) - set(other))
+        extra = sorted(set(other) - set(first))
+        raise BatchError(
+            f"cannot concat: part {part} has {what} columns {sorted(other)!r} but part 0 has "
+            f"{sorted(first)!r} (missing: {missing!r}, extra: {extra!r}); select or pop the "
+            "same columns in every part"
+        )
+
+
+def _merge_meta(parts: Sequence[Batch]) -> dict[str, object]:
+    merged: dict[str, object] = {}
+    source: dict[str, int] = {}
+    metrics: dict[str, list[object]] = {}
+    for i, part in enumerate(parts):
+        for key, value in part.meta.items():
+            if key == "metrics":
+                merged.setdefault("metrics", metrics)
+                _gather_metrics(metrics, value, i)
+            elif key in merged:
+                if not _deep_equal(merged[key], value):
+                    raise BatchError(
+                        f"cannot concat: meta key {key!r} differs between parts: "
+                        f"{merged[key]!r} (part {source[key]}) vs {value!r} (part {i}); only "
+                        "'metrics' is merged, every other meta key must agree: make them equal "
+                        "or pop the key from the parts"
+                    )
+            else:
+                merged[key] = value
+                source[key] = i
+    return merged
+
+
+def _gather_metrics(out: dict[str, list[object]], value: object, part: int) -> None:
+    dicts: list[Mapping[Any, object]]
+    if isinstance(value, Mapping):
+        dicts = [value]
+    elif isinstance(value, list | tuple) and all(isinstance(d, Mapping) for d in value):
+        dicts = [d for d in value if isinstance(d, Mapping)]
+    else:
+        raise BatchError(
+            f"cannot concat: meta['metrics'] of part {part} must be a dict of scalars or a list "
+            f"of dicts, got {value!r}"
+        )
+    for d in dicts:
+        for name, metric in d.items():
+            out.setdefault(str(name), []).append(metric)
+
+
+def _normalize_index(idx: object, length: int) -> torch.Tensor:
+    """Turn a list / ndarray / tensor of ints or bools into a 1-D CPU int64 index tensor."""
+    if isinstance(idx, torch.Tensor):
+        index = idx.detach().cpu()
+        if index.is_floating_point() or index.is_complex():
+            raise TypeError(f"index tensors must be integer or bool, got dtype {index.dtype}")
+    elif isinstance(idx, np.ndarray | list | tuple):
+        array = np.asarray(idx)
+        if array.size == 0:
+            array = array.astype(np.int64).reshape(array.shape)
+        if array.dtype.kind not in "biu":
+            raise TypeError(f"index arrays must hold ints or bools, got dtype {array.dtype}")
+        index = torch.from_numpy(array.astype(np.bool_ if array.dtype.kind == "b" else np.int64))
+    else:
+        raise TypeError(
+            f"cannot select rows with {type(idx).__name__}; use a list of ints, a bool mask, an "
+            "ndarray or a tensor"
+        )
+    if index.ndim != 1:
+        raise IndexError(f"a row index must be 1-D, got shape {tuple(index.shape)}")
+    if index.dtype == torch.bool:
+        if index.numel() != length:
+            raise IndexError(
+                f"bool mask has length {index.numel()} but the batch has length {length}"
+            )
+        return index.nonzero().reshape(-1)
+    index = index.to(torch.int64)
+    if index.numel():
+        bad = (index < -length) | (index >= length)
+        if bool(bad.any()):
+            value = int(index[bad][0])
+            raise IndexError(f"row index {value} is out of range for a batch of length {length}")
+    return torch.where(index < 0, index + length, index)
+
+
+def _own_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` if it owns exactly its storage, else a compact clone."""
+    if (
+        t.is_contiguous()
+        and t.storage_offset() == 0
+        and t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    ):
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def _own_array(a: _Array) -> _Array:
+    """``a`` if it owns its (C-contiguous) memory, else a compact copy."""
+    if a.base is None and a.flags.c_contiguous:
+        return a
+    return a.copy(order="C")
+
+
+def _deep_equal(a: object, b: object) -> bool:
+    """Structural equality: tensors and arrays by dtype, shape and values (NaN equals NaN at
+    the same place), dicts by keys and values, lists and tuples element-wise, floats with NaN
+    equal to NaN, anything else by ``==`` (an ambiguous or failing ``==`` counts as unequal)."""
+    if a is b:
+        return True
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return False
+        if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
+            return False
+        if torch.equal(a, b):
+            return True
+        if a.is_floating_point() or a.is_complex():
+            same = (a == b) | (torch.isnan(a) & torch.isnan(b))
+            return bool(same.all())
+        return False
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+            return False
+        if a.shape != b.shape:
+            return False
+        if a.dtype.hasobject or b.dtype.hasobject:
+            if a.dtype != b.dtype:
+                return False
+            return all(_deep_equal(x, y) for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True))
+        if a.dtype != b.dtype:
+            return False
+        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    if isinstance(a, float | np.floating) and isinstance(b, float | np.floating):
+        return bool(a == b) or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        if set(a) != set(b):
+            return False
+        return all(_deep_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        if type(a) is not type(b) or len(a) != len(b):
+            return False
+        return all(_deep_equal(x, y) for x, y in zip(a, b, strict=True))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError, RuntimeError):
+        return False
+
+
+# ---------------------------------------------------------------------- wire format
+
+
+def _tensor_bytes(t: torch.Tensor) -> _Array:
+    """The tensor's own elements as a flat uint8 array (no copy for contiguous CPU tensors)."""
+    flat = t.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
+    raw: _Array = flat.view(torch.uint8).numpy()
+    return raw
+
+
+def _wrap_bytes(raw: _Array, out_of_band: bool) -> pickle.PickleBuffer | bytes:
+    return pickle.PickleBuffer(raw.data) if out_of_band else raw.tobytes()
+
+
+def _receive_bytes(data: Any, nbytes: int, alignment: int, what: str) -> _Array:
+    """A writable, aligned uint8 array over ``data`` (any object with the buffer protocol);
+    copies only when the buffer is read-only or misaligned (torch must not wrap read-only
+    memory)."""
+    try:
+        view = memoryview(data).cast("B")
+    except (TypeError, ValueError) as exc:
+        raise BatchError(
+            f"corrupt batch payload: {what} data is not a contiguous buffer ({type(data).__name__})"
+        ) from exc
+    raw = np.frombuffer(view, dtype=np.uint8)
+    if raw.size != nbytes:
+        raise BatchError(f"corrupt batch payload: {what} has {raw.size} bytes, expected {nbytes}")
+    if not raw.flags.writeable or raw.ctypes.data % max(alignment, 1) != 0:
+        raw = raw.copy()
+    return raw
+
+
+def _torch_dtype(name: object) -> torch.dtype:
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype):
+        raise BatchError(f"batch payload names an unknown torch dtype {name!r}")
+    return dtype
+
+
+def _rebuild_batch(payload: Mapping[str, Any]) -> Batch:
+    """Decode a payload made by ``Batch.__reduce_ex__``; depends on the payload alone."""
+    fmt = payload.get("format") if isinstance(payload, Mapping) else None
+    if fmt != _WIRE_FORMAT:
+        raise BatchError(
+            f"unknown batch wire format {fmt!r}; this runtime reads {_WIRE_FORMAT!r}. The sender "
+            "runs a different runtime version: install the same version on both sides"
+        )
+    tensors: dict[str, torch.Tensor] = {}
+    for entry in payload["tensors"]:
+        name = entry["name"]
+        dtype = _torch_dtype(entry["dtype"])
+        shape = tuple(entry["shape"])
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        nbytes = math.prod(shape) * itemsize
+        raw = _receive_bytes(entry["data"], nbytes, itemsize, f"tensor column {name!r}")
+        if nbytes == 0:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+        else:
+            tensors[name] = torch.from_numpy(raw).view(dtype).reshape(shape)
+    arrays: dict[str, _Array] = {}
+    for entry in payload["non_tensors"]:
+        name = entry["name"]
+        if entry["encoding"] == "pickle":
+            arrays[name] = entry["array"]
+            continue
+        np_dtype = np.dtype(entry["dtype"])
+        shape = tuple(entry["shape"])
+        nbytes = math.prod(shape) * np_dtype.itemsize
+        raw = _receive_bytes(entry["data"], nbytes, np_dtype.alignment, f"non-tensor {name!r}")
+        arrays[name] = raw.view(np_dtype).reshape(shape)
+    return Batch(tensors, arrays, payload["meta"])

@@ -1,0 +1,581 @@
+"""``WorkerGroup``: one object for many ranks of a plain worker class, with typed calls.
+
+::
+
+    group = WorkerGroup(backend, WorkerSpec.of(Adder), ResourcePool.create([4]))
+    group.call(Adder.add, 1)            # list[int], one per rank (ONE_TO_ALL)
+    group.call(Adder.step, batch)       # Batch, split over ranks and concatenated (DP modes)
+    fut = group.submit(Adder.step, batch)   # BatchFuture; fut.get(timeout=5) or pass it on
+
+mypy checks each call against the worker method's parameters and types the result from the
+method's dispatch mode (see :mod:`runtime._register`).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+import attrs
+
+from runtime._backend import Backend, HostLaunch, RankCall
+from runtime._batch import Batch
+from runtime._context import WorkerContext
+from runtime._dispatch import MeshLayout, plan_call
+from runtime._future import BatchFuture, Collector, GroupFuture
+from runtime._host import CONTEXT, MESH_INFO, RUN_FUNCTION
+from runtime._log import get_logger
+from runtime._placement import PlacementPlan, ResourcePool, plan_placement
+from runtime._register import (
+    Broadcast,
+    CallArgs,
+    Custom,
+    Dispatch,
+    Execute,
+    MeshMode,
+    Method,
+    MethodMeta,
+    PerRank,
+    RankZero,
+    Sharded,
+    ShardedList,
+    ShardedWithFunc,
+    get_method_meta,
+    registered_methods,
+)
+from runtime._spec import WorkerSpec
+from runtime.errors import DispatchError, FusionError, WorkerDiedError
+
+__all__ = ["GroupCore", "LivenessMonitor", "WorkerGroup", "spawn_core"]
+
+W = TypeVar("W")
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F")
+Co = Coroutine[Any, Any, R]
+
+_log = get_logger()
+
+
+@attrs.define
+class GroupCore:
+    """The ranks shared by a group and every view onto it (fused roles, timeouts)."""
+
+    backend: Backend
+    name: str
+    roles: dict[str, type[Any]]
+    plan: PlacementPlan | None
+    launches: tuple[HostLaunch, ...]
+    workers: tuple[object, ...]
+    master: tuple[str, int]
+    meshes: dict[tuple[str, str], MeshLayout] = attrs.field(factory=dict)
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+    closed: bool = False
+
+
+def spawn_core(
+    backend: Backend,
+    roles: Mapping[str, WorkerSpec[Any]],
+    pool: ResourcePool,
+    *,
+    name: str | None = None,
+    master_addr: str | None = None,
+    master_port: int | None = None,
+    port_range: tuple[int, int] | None = None,
+    start_timeout: float = 300.0,
+) -> GroupCore:
+    """Reserve, plan, and start one host per rank holding every role in ``roles``."""
+    if not isinstance(backend, Backend):
+        raise TypeError(
+            f"backend must implement runtime.Backend, got {type(backend).__name__}; pass e.g. "
+            "runtime.testing.InProcessBackend() or runtime_ray.RayBackend()"
+        )
+    if not roles:
+        raise FusionError("a group needs at least one role")
+    for role in roles:
+        if not role or not role.replace("_", "a").isalnum():
+            raise FusionError(f"role name {role!r} must be a non-empty identifier-like string")
+    if (master_addr is None) != (master_port is None):
+        raise ValueError(
+            f"master_addr={master_addr!r} and master_port={master_port!r}: give both or neither"
+        )
+    env: dict[str, str] = {}
+    options: dict[str, Any] = {}
+    for role, spec in roles.items():
+        for key, value in spec.env.items():
+            if env.get(key, value) != value:
+                raise FusionError(f"role {role!r} sets env {key}={value!r}, another role {env[key]!r}")
+            env[key] = value
+        for key, value in spec.options.items():
+            if key in options and options[key] != value:
+                raise FusionError(
+                    f"role {role!r} sets backend option {key}={value!r}, another role {options[key]!r}"
+                )
+            options[key] = value
+    group = name or f"{next(iter(roles))}-{uuid.uuid4().hex[:6]}"
+    node_ips = backend.reserve(pool, timeout=start_timeout)
+    plan = plan_placement(pool, node_ips)
+    if master_addr is not None and master_port is not None:
+        master = (master_addr, int(master_port))
+    else:
+        master = backend.master_endpoint(plan.ranks[0].node_ip, port_range=port_range)
+    role_items = tuple(roles.items())
+    launches = tuple(
+        HostLaunch(
+            group=group,
+            roles=role_items,
+            context=WorkerContext(
+                rank=p.rank,
+                world_size=plan.world_size,
+                local_rank=p.local_rank,
+                local_world_size=p.local_world_size,
+                node_ip=p.node_ip,
+                master_addr=master[0],
+                master_port=master[1],
+                visible_devices=tuple(str(d) for d in p.devices),
+                role=role_items[0][0],
+                group=group,
+            ),
+            placement=p,
+            env=env,
+            options=options,
+            name=f"{group}:{'+'.join(roles)}:{p.rank}",
+            detached=pool.detached,
+        )
+        for p in plan.ranks
+    )
+    workers = tuple(backend.spawn(launches, timeout=start_timeout))
+    return GroupCore(
+        backend=backend,
+        name=group,
+        roles={r: s.cls for r, s in roles.items()},
+        plan=plan,
+        launches=launches,
+        workers=workers,
+        master=master,
+    )
+
+
+class LivenessMonitor:
+    """A daemon thread probing a group every ``interval`` seconds; stop with :meth:`stop`.
+
+    On the first dead rank it stores the :class:`WorkerDiedError` in :attr:`error`, calls
+    ``on_failure(error)`` once, and stops.
+    """
+
+    def __init__(
+        self, group: WorkerGroup[Any], interval: float, on_failure: Callable[[WorkerDiedError], None] | None
+    ) -> None:
+        self.error: WorkerDiedError | None = None
+        self._group = group
+        self._interval = interval
+        self._on_failure = on_failure
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"liveness-{group.name}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._group.check_alive()
+            except WorkerDiedError as err:
+                self.error = err
+                _log.error("worker died", group=self._group.name, role=err.role, rank=err.rank)
+                if self._on_failure is not None:
+                    self._on_failure(err)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._interval + 1)
+
+
+class WorkerGroup(Generic[W]):
+    """Ranks of one role, called as one object. ``backend`` is required (there is no default).
+
+    ``WorkerGroup(backend, spec, pool)`` reserves ``pool`` on ``backend`` and starts one
+    worker per rank. ``timeout`` is the default deadline (seconds) for every blocking call and
+    ``future.get()``; ``with_timeout`` gives a view with another one.
+    ``master_addr``/``master_port`` override the rendezvous endpoint (both or neither);
+    ``port_range`` picks the first free port in ``[lo, hi)`` on rank 0's node.
+    """
+
+    _core: GroupCore
+    _role: str
+    _cls: type[W]
+    _timeout: float | None
+
+    def __init__(
+        self,
+        backend: Backend,
+        spec: WorkerSpec[W],
+        pool: ResourcePool,
+        *,
+        name: str | None = None,
+        role: str | None = None,
+        master_addr: str | None = None,
+        master_port: int | None = None,
+        port_range: tuple[int, int] | None = None,
+        timeout: float | None = None,
+        start_timeout: float = 300.0,
+    ) -> None:
+        role_name = role or spec.cls.__name__.lower()
+        core = spawn_core(
+            backend,
+            {role_name: spec},
+            pool,
+            name=name,
+            master_addr=master_addr,
+            master_port=master_port,
+            port_range=port_range,
+            start_timeout=start_timeout,
+        )
+        self._setup(core, role_name, spec.cls, timeout)
+
+    def _setup(self, core: GroupCore, role: str, cls: type[W], timeout: float | None) -> None:
+        self._core = core
+        self._role = role
+        self._cls = cls
+        self._timeout = timeout
+
+    @classmethod
+    def view(cls, core: GroupCore, role: str, worker_cls: type[W], *, timeout: float | None = None) -> WorkerGroup[W]:
+        """A group onto existing ranks (a fused role, or attached detached workers)."""
+        if role not in core.roles:
+            raise FusionError(f"unknown role {role!r} in group {core.name!r}; roles: {list(core.roles)}")
+        hosted = core.roles[role]
+        if not issubclass(hosted, worker_cls):
+            raise FusionError(
+                f"role {role!r} of group {core.name!r} hosts {hosted.__qualname__}, not "
+                f"{worker_cls.__qualname__}"
+            )
+        group: WorkerGroup[W] = cls.__new__(cls)
+        group._setup(core, role, worker_cls, timeout)
+        return group
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def name(self) -> str:
+        return self._core.name
+
+    @property
+    def role(self) -> str:
+        return self._role
+
+    @property
+    def worker_class(self) -> type[W]:
+        return self._cls
+
+    @property
+    def world_size(self) -> int:
+        return len(self._core.workers)
+
+    @property
+    def backend(self) -> Backend:
+        return self._core.backend
+
+    @property
+    def master_addr(self) -> str:
+        return self._core.master[0]
+
+    @property
+    def master_port(self) -> int:
+        return self._core.master[1]
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [launch.name for launch in self._core.launches]
+
+    @property
+    def workers(self) -> tuple[object, ...]:
+        """The backend's handles, one per rank (for backend-specific tooling)."""
+        return self._core.workers
+
+    @property
+    def placement(self) -> PlacementPlan | None:
+        return self._core.plan
+
+    @property
+    def timeout(self) -> float | None:
+        return self._timeout
+
+    def with_timeout(self, seconds: float | None) -> WorkerGroup[W]:
+        """A view of this group whose calls use ``seconds`` as their deadline."""
+        group: WorkerGroup[W] = type(self).__new__(type(self))
+        group._setup(self._core, self._role, self._cls, seconds)
+        return group
+
+    def method_names(self) -> list[str]:
+        """Names of the registered methods callable through this group."""
+        return sorted(registered_methods(self._cls))
+
+    def contexts(self) -> list[WorkerContext]:
+        """Each rank's context as its worker sees it (after the backend set devices)."""
+        out: list[WorkerContext] = self._execute(
+            CONTEXT, None, Collector("list"), [((), {})] * self.world_size, True
+        )
+        return out
+
+    # ----------------------------------------------------------------- typed calls
+    @overload
+    def call(self, method: Method[W, P, Co[R], Broadcast], /, *args: P.args, **kwargs: P.kwargs) -> list[R]: ...
+    @overload
+    def call(self, method: Method[W, P, R, Broadcast], /, *args: P.args, **kwargs: P.kwargs) -> list[R]: ...
+    @overload
+    def call(self, method: Method[W, P, Co[R], RankZero], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def call(self, method: Method[W, P, R, RankZero], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def call(
+        self,
+        method: Method[W, Concatenate[Batch, P], Co[Batch], Sharded] | Method[W, Concatenate[Batch, P], Batch, Sharded],
+        data: Batch | BatchFuture,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Batch: ...
+    @overload
+    def call(
+        self,
+        method: Method[W, Concatenate[F, Batch, P], Co[Batch], ShardedWithFunc]
+        | Method[W, Concatenate[F, Batch, P], Batch, ShardedWithFunc],
+        fn: F,
+        data: Batch | BatchFuture,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Batch: ...
+    @overload
+    def call(
+        self, method: Method[W, Concatenate[Batch, P], Co[R], ShardedList], data: Batch | BatchFuture, /, *args: P.args, **kwargs: P.kwargs
+    ) -> list[R]: ...
+    @overload
+    def call(
+        self, method: Method[W, Concatenate[Batch, P], R, ShardedList], data: Batch | BatchFuture, /, *args: P.args, **kwargs: P.kwargs
+    ) -> list[R]: ...
+    @overload
+    def call(self, method: Method[W, P, Any, Custom], /, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+    def call(self, method: Method[Any, Any, Any, Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``method`` on the group and wait; the result type follows the dispatch mode.
+
+        Per-rank modes (ALL_TO_ALL, DP_COMPUTE) use :meth:`call_per_rank` instead.
+        """
+        return self._call(method, args, kwargs, None, blocking=True)
+
+    @overload
+    def submit(self, method: Method[W, P, Co[R], Broadcast], /, *args: P.args, **kwargs: P.kwargs) -> GroupFuture[list[R]]: ...
+    @overload
+    def submit(self, method: Method[W, P, R, Broadcast], /, *args: P.args, **kwargs: P.kwargs) -> GroupFuture[list[R]]: ...
+    @overload
+    def submit(self, method: Method[W, P, Co[R], RankZero], /, *args: P.args, **kwargs: P.kwargs) -> GroupFuture[R]: ...
+    @overload
+    def submit(self, method: Method[W, P, R, RankZero], /, *args: P.args, **kwargs: P.kwargs) -> GroupFuture[R]: ...
+    @overload
+    def submit(
+        self,
+        method: Method[W, Concatenate[Batch, P], Co[Batch], Sharded] | Method[W, Concatenate[Batch, P], Batch, Sharded],
+        data: Batch | BatchFuture,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> BatchFuture: ...
+    @overload
+    def submit(
+        self,
+        method: Method[W, Concatenate[F, Batch, P], Co[Batch], ShardedWithFunc]
+        | Method[W, Concatenate[F, Batch, P], Batch, ShardedWithFunc],
+        fn: F,
+        data: Batch | BatchFuture,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> BatchFuture: ...
+    @overload
+    def submit(
+        self, method: Method[W, Concatenate[Batch, P], Co[R], ShardedList], data: Batch | BatchFuture, /, *args: P.args, **kwargs: P.kwargs
+    ) -> GroupFuture[list[R]]: ...
+    @overload
+    def submit(
+        self, method: Method[W, Concatenate[Batch, P], R, ShardedList], data: Batch | BatchFuture, /, *args: P.args, **kwargs: P.kwargs
+    ) -> GroupFuture[list[R]]: ...
+    @overload
+    def submit(self, method: Method[W, P, Any, Custom], /, *args: P.args, **kwargs: P.kwargs) -> GroupFuture[Any]: ...
+    def submit(self, method: Method[Any, Any, Any, Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`call` but returns a typed future at once (never blocks)."""
+        return self._call(method, args, kwargs, None, blocking=False)
+
+    @overload
+    def call_per_rank(self, method: Method[W, P, Co[R], PerRank], per_rank: Sequence[CallArgs[P]], /) -> list[R]: ...
+    @overload
+    def call_per_rank(self, method: Method[W, P, R, PerRank], per_rank: Sequence[CallArgs[P]], /) -> list[R]: ...
+    def call_per_rank(self, method: Method[Any, Any, Any, Any], per_rank: Sequence[CallArgs[Any]], /) -> Any:
+        """Run a per-rank method (ALL_TO_ALL, DP_COMPUTE) with one argument set per rank::
+
+            group.call_per_rank(W.foo, [W.foo.bind(x=i) for i in range(group.world_size)])
+        """
+        return self._call(method, (), {}, per_rank, blocking=True)
+
+    @overload
+    def submit_per_rank(self, method: Method[W, P, Co[R], PerRank], per_rank: Sequence[CallArgs[P]], /) -> GroupFuture[list[R]]: ...
+    @overload
+    def submit_per_rank(self, method: Method[W, P, R, PerRank], per_rank: Sequence[CallArgs[P]], /) -> GroupFuture[list[R]]: ...
+    def submit_per_rank(self, method: Method[Any, Any, Any, Any], per_rank: Sequence[CallArgs[Any]], /) -> Any:
+        """Non-blocking :meth:`call_per_rank`."""
+        return self._call(method, (), {}, per_rank, blocking=False)
+
+    def call_by_name(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Untyped escape hatch: call a registered method by name (verl style).
+
+        Per-rank modes take every argument as a list with one value per rank.
+        """
+        meta = self._meta_by_name(name)
+        return self._dispatch(meta, args, kwargs, None, blocking=True)
+
+    def submit_by_name(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Non-blocking :meth:`call_by_name`."""
+        return self._dispatch(self._meta_by_name(name), args, kwargs, None, blocking=False)
+
+    def run_function(self, fn: Callable[Concatenate[W, P], R], /, *args: P.args, **kwargs: P.kwargs) -> list[R]:
+        """Run a driver-defined ``fn(worker, *args, **kwargs)`` on every rank (args shared once)."""
+        meta = MethodMeta(RUN_FUNCTION, Dispatch.ONE_TO_ALL, Execute.ALL, is_async=False)
+        result: list[R] = self._dispatch(meta, (fn, *args), kwargs, None, blocking=True)
+        return result
+
+    # ----------------------------------------------------------------- liveness, lifecycle
+    def check_alive(self) -> None:
+        """Raise :class:`WorkerDiedError` naming the first dead rank (role, rank, node)."""
+        flags = self._core.backend.alive(self._core.workers)
+        for rank, ok in enumerate(flags):
+            if not ok:
+                node = self._core.launches[rank].context.node_ip if self._core.launches else None
+                raise WorkerDiedError(
+                    f"worker of group {self.name!r} is dead; restart the group",
+                    role=self._role,
+                    rank=rank,
+                    node=node,
+                )
+
+    def start_liveness_check(
+        self, interval: float = 1.0, on_failure: Callable[[WorkerDiedError], None] | None = None
+    ) -> LivenessMonitor:
+        """Probe the ranks every ``interval`` seconds in a daemon thread."""
+        return LivenessMonitor(self, interval, on_failure)
+
+    def shutdown(self) -> None:
+        """Stop this group's workers (every role of a fused group). Idempotent."""
+        if not self._core.closed:
+            self._core.closed = True
+            self._core.backend.terminate(self._core.workers)
+
+    # ----------------------------------------------------------------- internals
+    def _meta_by_name(self, name: str) -> MethodMeta:
+        meta = get_method_meta(self._cls, name)
+        if meta is None:
+            raise DispatchError(
+                f"{self._cls.__qualname__}.{name} is not a registered method (role "
+                f"{self._role!r}); decorate it with @register(...). Registered: {self.method_names()}"
+            )
+        return meta
+
+    def _call(
+        self,
+        method: Method[Any, Any, Any, Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        per_rank: Sequence[CallArgs[Any]] | None,
+        *,
+        blocking: bool,
+    ) -> Any:
+        if not isinstance(method, Method):
+            raise DispatchError(
+                f"{method!r} is not a registered method; decorate it with @register(...) and pass "
+                f"it through the class, e.g. group.call({self._cls.__name__}.method, ...)"
+            )
+        meta = self._meta_by_name(method.meta.name)
+        if meta != method.meta:
+            raise DispatchError(
+                f"{method!r} does not belong to {self._cls.__qualname__} (role {self._role!r})"
+            )
+        return self._dispatch(meta, args, kwargs, per_rank, blocking=blocking)
+
+    def _what(self, method: str) -> str:
+        return f"{self._role}.{method}"
+
+    def _dispatch(
+        self,
+        meta: MethodMeta,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        per_rank: Sequence[CallArgs[Any]] | None,
+        *,
+        blocking: bool,
+    ) -> Any:
+        if self._core.closed:
+            raise DispatchError(f"group {self.name!r} was shut down; create a new one")
+        if per_rank is not None and meta.dispatch not in (Dispatch.ALL_TO_ALL, Dispatch.DP_COMPUTE):
+            raise DispatchError(
+                f"{self._what(meta.name)} uses {meta.mode_name}; call_per_rank is only for "
+                "ALL_TO_ALL and DP_COMPUTE methods, use call()"
+            )
+        if per_rank is None and not args and not kwargs and meta.dispatch in (Dispatch.ALL_TO_ALL, Dispatch.DP_COMPUTE):
+            per_rank = [CallArgs((), {})] * self.world_size
+        mesh = self._mesh(meta.dispatch.name) if isinstance(meta.dispatch, MeshMode) else None
+        plan = plan_call(
+            meta,
+            self.world_size,
+            args,
+            kwargs,
+            share=self._core.backend.share,
+            what=self._what(meta.name),
+            mesh=mesh,
+            per_rank=per_rank,
+        )
+        calls = [RankCall(r, self._role, meta.name, a, k) for r, (a, k) in zip(plan.ranks, plan.per_rank, strict=True)]
+        pending = self._core.backend.submit([self._core.workers[r] for r in plan.ranks], calls)
+        future: GroupFuture[Any]
+        if plan.part_rows is not None:
+            future = BatchFuture(
+                self._core.backend,
+                pending,
+                plan.collector,
+                what=self._what(meta.name),
+                part_rows=plan.part_rows,
+                padding_enabled=plan.padding_enabled,
+                default_timeout=self._timeout,
+            )
+        else:
+            future = GroupFuture(
+                self._core.backend, pending, plan.collector, what=self._what(meta.name), default_timeout=self._timeout
+            )
+        return future.get() if blocking else future
+
+    def _execute(
+        self, method: str, _: object, collector: Collector, per_rank: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], blocking: bool
+    ) -> Any:
+        calls = [RankCall(r, self._role, method, a, k) for r, (a, k) in enumerate(per_rank)]
+        pending = self._core.backend.submit(self._core.workers, calls)
+        future: GroupFuture[Any] = GroupFuture(
+            self._core.backend, pending, collector, what=self._what(method), default_timeout=self._timeout
+        )
+        return future.get() if blocking else future
+
+    def _mesh(self, name: str) -> MeshLayout:
+        key = (self._role, name)
+        with self._core.lock:
+            cached = self._core.meshes.get(key)
+        if cached is not None:
+            return cached
+        infos = self._execute(MESH_INFO, None, Collector("list"), [((name,), {})] * self.world_size, True)
+        layout = MeshLayout.build(name, self._role, infos)
+        with self._core.lock:
+            self._core.meshes[key] = layout
+        return layout
+
+    def mesh_layout(self, name: str) -> MeshLayout:
+        """Each rank's ``(dp_rank, is_collector)`` for mesh ``name`` (queried once, cached)."""
+        return self._mesh(name)
+
+    def __repr__(self) -> str:
+        return f"<WorkerGroup {self.name!r} role={self._role!r} {self._cls.__qualname__} x{self.world_size}>"

@@ -1,0 +1,201 @@
+"""The generic host of one rank: builds the plain worker(s) and runs their registered methods.
+
+Every backend runs a :class:`WorkerHost` in the rank's process (the in-process backend keeps
+them all in the caller's process). The host is a plain, module-level, picklable class: it holds
+one instance per role (several for a fused host), exports the standard environment, makes
+:func:`runtime.current_context`, :func:`sibling` and :func:`register_mesh` work inside the
+worker, runs ``async def`` methods on its own event loop, and turns a raising method into
+:class:`~runtime.errors.RemoteMethodError` with the traceback as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import os
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import attrs
+
+from runtime._backend import HostLaunch
+from runtime._context import NotInWorkerError, WorkerContext, _using_context, normalize_visible_devices
+from runtime._future import fill_handles
+from runtime._register import get_method_meta
+from runtime.errors import DispatchError, FusionError, RemoteMethodError, WorkerStartError
+
+__all__ = ["WorkerHost", "register_mesh", "sibling"]
+
+T = TypeVar("T")
+
+# Built-in pseudo-methods every host answers (never clash with user names: leading "__rt_").
+MESH_INFO = "__rt_mesh_info__"
+CONTEXT = "__rt_context__"
+RUN_FUNCTION = "__rt_run_function__"
+PING = "__rt_ping__"
+
+_active: contextvars.ContextVar[tuple[WorkerHost, str] | None] = contextvars.ContextVar(
+    "runtime_active_host", default=None
+)
+
+
+class WorkerHost:
+    """Hosts the worker instance(s) of one rank.
+
+    ``scoped_env=True`` (in-process backend) sets the rank's environment only while one of its
+    calls runs and restores the previous values afterwards; ``False`` (one process per rank)
+    exports it once, for good, before the workers are built.
+    """
+
+    def __init__(self, launch: HostLaunch, *, scoped_env: bool) -> None:
+        self.launch = launch
+        self.context = launch.context
+        self.scoped_env = scoped_env
+        self.instances: dict[str, object] = {}
+        self.meshes: dict[str, dict[str, tuple[int, bool]]] = {r: {} for r in launch.role_names}
+        self._env = normalize_visible_devices({**launch.env, **launch.context.env()})
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if not scoped_env:
+            os.environ.update(self._env)
+
+    def role_context(self, role: str) -> WorkerContext:
+        return attrs.evolve(self.context, role=role)
+
+    @contextmanager
+    def activate(self, role: str) -> Iterator[None]:
+        """Run a block as ``role`` on this rank (context, env, host visible to accessors)."""
+        saved: dict[str, str | None] = {}
+        if self.scoped_env:
+            for key, value in self._env.items():
+                saved[key] = os.environ.get(key)
+                os.environ[key] = value
+        token = _active.set((self, role))
+        try:
+            with _using_context(self.role_context(role)):
+                yield
+        finally:
+            _active.reset(token)
+            for key, old in saved.items():
+                if old is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = old
+
+    def start(self) -> None:
+        """Build every role's worker, in order. A raising constructor: WorkerStartError."""
+        for role, spec in self.launch.roles:
+            with self.activate(role):
+                try:
+                    self.instances[role] = spec.build()
+                except Exception as exc:
+                    raise WorkerStartError(
+                        f"constructing {spec.cls.__qualname__} failed: {type(exc).__name__}: {exc}\n"
+                        f"--- remote traceback ---\n{traceback.format_exc()}",
+                        role=role,
+                        rank=self.context.rank,
+                        method="__init__",
+                        node=self.context.node_ip,
+                    ) from exc
+
+    def invoke(
+        self,
+        role: str,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        resolved: Sequence[Any] = (),
+    ) -> Any:
+        """Run ``role.method(*args, **kwargs)``; ``resolved`` fills lifted handles (see
+        :func:`runtime.fill_handles`). Exceptions come back as RemoteMethodError."""
+        rank = self.context.rank
+        try:
+            if role not in self.instances:
+                raise FusionError(f"role {role!r} is not hosted here; hosted: {list(self.instances)}")
+            if resolved:
+                args, kwargs = fill_handles(args, kwargs, resolved)
+            if method == MESH_INFO:
+                return self.meshes[role].get(args[0])
+            if method == CONTEXT:
+                return self.role_context(role)
+            if method == PING:
+                return rank
+            instance = self.instances[role]
+            with self.activate(role):
+                if method == RUN_FUNCTION:
+                    fn, *rest = args
+                    out = fn(instance, *rest, **kwargs)
+                else:
+                    if get_method_meta(type(instance), method) is None:
+                        raise DispatchError(
+                            f"{type(instance).__qualname__}.{method} is not a registered method"
+                        )
+                    out = getattr(instance, method)(*args, **kwargs)
+                if inspect.isawaitable(out):
+                    out = self._run(out)
+                return out
+        except Exception as exc:
+            raise RemoteMethodError(
+                remote_type=type(exc).__qualname__,
+                remote_message=str(exc),
+                remote_traceback=traceback.format_exc(),
+                role=role,
+                rank=rank,
+                method=method,
+                node=self.context.node_ip,
+            ) from exc
+
+    def _run(self, awaitable: Any) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        ctx = contextvars.copy_context()
+        return ctx.run(self._loop.run_until_complete, awaitable)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+
+def _active_host(what: str) -> tuple[WorkerHost, str]:
+    active = _active.get()
+    if active is None:
+        raise NotInWorkerError(f"{what} only works inside a worker run by a WorkerGroup")
+    return active
+
+
+def sibling(role: str, cls: type[T]) -> T:
+    """The instance of ``role`` fused into this worker's host (a colocated sibling).
+
+    Raises :class:`~runtime.errors.FusionError` for an unknown role and ``TypeError`` when the
+    sibling is not a ``cls``.
+    """
+    host, me = _active_host("sibling()")
+    if role not in host.instances:
+        known = [r for r in host.launch.role_names if r != me]
+        raise FusionError(f"role {me!r} asked for sibling {role!r}; siblings here: {known}")
+    obj = host.instances[role]
+    if not isinstance(obj, cls):
+        raise TypeError(f"sibling {role!r} is a {type(obj).__qualname__}, not a {cls.__qualname__}")
+    return obj
+
+
+def register_mesh(name: str, *, dp_rank: int, is_collector: bool) -> None:
+    """Declare this rank's place in mesh ``name`` (call in the worker, e.g. in ``__init__``).
+
+    Methods registered with ``mesh_dispatch(name)`` then send this rank the batch chunk of
+    ``dp_rank`` and keep its output only if ``is_collector``. Registering a mesh twice on one
+    worker raises ``ValueError``.
+    """
+    host, role = _active_host("register_mesh()")
+    if not isinstance(dp_rank, int) or dp_rank < 0:
+        raise ValueError(f"register_mesh({name!r}): dp_rank={dp_rank!r} must be an int >= 0")
+    meshes = host.meshes[role]
+    if name in meshes:
+        raise ValueError(
+            f"mesh {name!r} is already registered on role {role!r} rank {host.context.rank} "
+            f"as {meshes[name]}; register each mesh once"
+        )
+    meshes[name] = (dp_rank, bool(is_collector))
