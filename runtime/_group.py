@@ -70,6 +70,7 @@ class GroupCore:
     launches: tuple[HostLaunch, ...]
     workers: tuple[object, ...]
     master: tuple[str, int]
+    names: tuple[str, ...] = ()
     meshes: dict[tuple[str, str], MeshLayout] = attrs.field(factory=dict)
     lock: threading.Lock = attrs.field(factory=threading.Lock)
     closed: bool = False
@@ -155,6 +156,7 @@ def spawn_core(
         launches=launches,
         workers=workers,
         master=master,
+        names=tuple(launch.name for launch in launches),
     )
 
 
@@ -286,7 +288,7 @@ class WorkerGroup(Generic[W]):
 
     @property
     def worker_names(self) -> list[str]:
-        return [launch.name for launch in self._core.launches]
+        return list(self._core.names)
 
     @property
     def workers(self) -> tuple[object, ...]:
