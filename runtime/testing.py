@@ -151,6 +151,7 @@ class _Pending:
     value: Any = None
     error: BaseException | None = None
     ready_at: float = 0.0
+    took: float = 0.0
     hang: bool = False
 
 
@@ -249,17 +250,27 @@ class InProcessBackend:
         if len(items) != len(pending):
             raise TypeError("InProcessBackend.wait got handles from another backend")
         start = time.monotonic()
-        deadline = None if timeout is None else start + timeout
         hung = [p for p in items if p.hang]
         latest = max((p.ready_at for p in items if not p.hang), default=start)
-        if hung or (deadline is not None and latest > deadline):
-            if deadline is None:
+        if timeout is None and hung:
+            raise CallTimeoutError(
+                method=hung[0].method,
+                role=hung[0].role,
+                pending_ranks=[p.rank for p in hung],
+                timeout=float("inf"),
+            )
+        if timeout is not None:
+            # A call is late if it needs longer than the deadline, counted from when it ran
+            # (calls run at submit time here) or from now for injected delays still to come.
+            late = [p for p in items if p.hang or p.took > timeout or p.ready_at > start + timeout]
+            if late:
+                time.sleep(max(0.0, min(timeout, start + timeout - time.monotonic())))
                 raise CallTimeoutError(
-                    method=hung[0].method, role=hung[0].role, pending_ranks=[p.rank for p in hung], timeout=float("inf")
+                    method=late[0].method,
+                    role=late[0].role,
+                    pending_ranks=[p.rank for p in late],
+                    timeout=float(timeout),
                 )
-            time.sleep(max(0.0, deadline - time.monotonic()))
-            late = [p.rank for p in items if p.hang or p.ready_at > deadline]
-            raise CallTimeoutError(method=items[0].method, role=items[0].role, pending_ranks=late, timeout=float(timeout or 0))
         if latest > time.monotonic():
             time.sleep(latest - time.monotonic())
         for p in items:
@@ -321,6 +332,7 @@ class InProcessBackend:
             )
             return pending
         args, kwargs, handles = extract_handles(call.args, call.kwargs)
+        began = time.monotonic()
         try:
             resolved = [self._resolve(h) for h in handles]
             value = worker.host.invoke(call.role, call.method, self._copy(args), self._copy(kwargs), self._copy(resolved))
@@ -336,6 +348,9 @@ class InProcessBackend:
                 remote_traceback=buf.getvalue(),
                 role=call.role, rank=call.rank, method=call.method, node=ctx.node_ip,
             )
+        pending.took = time.monotonic() - began
+        pending.ready_at = time.monotonic()
         if fault is not None and fault.kind == "slow":
+            pending.took += fault.seconds
             pending.ready_at += fault.seconds
         return pending
