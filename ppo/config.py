@@ -1,0 +1,372 @@
+"""The trainer's typed configuration: attrs sections, validated, loadable from TOML.
+
+Every field is validated when the config is built; a bad value raises :class:`ConfigError`
+(a ``ValueError``) naming the field's dotted path, the value and the accepted range::
+
+    cfg = load_config("configs/demo.toml", ["trainer.total_steps=50", "algorithm.adv_estimator=gae"])
+
+Overrides are ``section.field=value`` strings; values are parsed as TOML scalars (``3``,
+``1e-4``, ``true``, ``"text"``) and bare words fall back to strings.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+
+__all__ = [
+    "ActorConfig",
+    "AlgorithmConfig",
+    "ConfigError",
+    "CriticConfig",
+    "DataConfig",
+    "ModelSection",
+    "PPOConfig",
+    "ResourcesConfig",
+    "RolloutConfig",
+    "TrainerConfig",
+    "WarmupConfig",
+    "config_to_dict",
+    "load_config",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+def _check(cond: bool, field: str, value: object, need: str) -> None:
+    if not cond:
+        raise ConfigError(f"config field {field} = {value!r} is invalid: {need}")
+
+
+@attrs.frozen(kw_only=True)
+class ModelSection:
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    dropout: float = 0.0
+
+    def validate(self, p: str) -> None:
+        _check(self.d_model > 0, f"{p}.d_model", self.d_model, "must be > 0")
+        _check(self.n_layers > 0, f"{p}.n_layers", self.n_layers, "must be > 0")
+        _check(
+            self.n_heads > 0 and self.d_model % self.n_heads == 0,
+            f"{p}.n_heads",
+            self.n_heads,
+            f"must be > 0 and divide d_model={self.d_model}",
+        )
+        _check(0.0 <= self.dropout < 1.0, f"{p}.dropout", self.dropout, "must be in [0, 1)")
+
+
+@attrs.frozen(kw_only=True)
+class DataConfig:
+    task: str = "addition"
+    task_kwargs: Mapping[str, Any] = attrs.field(factory=dict)
+    train_jsonl: str | None = None
+    val_jsonl: str | None = None
+    train_size: int = 4096
+    val_size: int = 128
+    prompts_per_step: int = 32
+    max_prompt_len: int = 12
+    max_response_len: int = 4
+    seed: int = 0
+    reward_fn: str | None = None
+
+    def validate(self, p: str) -> None:
+        _check(bool(self.task), f"{p}.task", self.task, "name a task (see ppo.tasks.available_tasks())")
+        _check(self.train_size > 0, f"{p}.train_size", self.train_size, "must be > 0")
+        _check(self.val_size > 0, f"{p}.val_size", self.val_size, "must be > 0")
+        _check(self.prompts_per_step > 0, f"{p}.prompts_per_step", self.prompts_per_step, "must be > 0")
+        _check(self.max_prompt_len > 0, f"{p}.max_prompt_len", self.max_prompt_len, "must be > 0")
+        _check(self.max_response_len > 0, f"{p}.max_response_len", self.max_response_len, "must be > 0")
+        _check(
+            self.reward_fn is None or ":" in self.reward_fn,
+            f"{p}.reward_fn",
+            self.reward_fn,
+            "must be 'module:function'",
+        )
+
+
+@attrs.frozen(kw_only=True)
+class RolloutConfig:
+    n: int = 8
+    temperature: float = 1.0
+    val_greedy: bool = True
+
+    def validate(self, p: str) -> None:
+        _check(self.n >= 1, f"{p}.n", self.n, "must be >= 1 (responses per prompt)")
+        _check(self.temperature > 0, f"{p}.temperature", self.temperature, "must be > 0")
+
+
+@attrs.frozen(kw_only=True)
+class AlgorithmConfig:
+    adv_estimator: str = "grpo"
+    gamma: float = 1.0
+    lam: float = 1.0
+    norm_adv_by_std: bool = True
+    use_kl_in_reward: bool = False
+    kl_ctrl: str = "fixed"
+    kl_coef: float = 0.001
+    kl_target: float = 0.1
+    kl_horizon: int = 10000
+    kl_penalty: str = "k1"
+
+    def validate(self, p: str) -> None:
+        from ppo.algos import advantage_estimator_names
+
+        names = advantage_estimator_names()
+        _check(self.adv_estimator in names, f"{p}.adv_estimator", self.adv_estimator, f"one of {list(names)}")
+        _check(0.0 <= self.gamma <= 1.0, f"{p}.gamma", self.gamma, "must be in [0, 1]")
+        _check(0.0 <= self.lam <= 1.0, f"{p}.lam", self.lam, "must be in [0, 1]")
+        _check(self.kl_ctrl in ("fixed", "adaptive"), f"{p}.kl_ctrl", self.kl_ctrl, "'fixed' or 'adaptive'")
+        _check(self.kl_coef >= 0, f"{p}.kl_coef", self.kl_coef, "must be >= 0")
+        _check(self.kl_target > 0, f"{p}.kl_target", self.kl_target, "must be > 0")
+        _check(self.kl_horizon > 0, f"{p}.kl_horizon", self.kl_horizon, "must be > 0")
+        _check(self.kl_penalty in ("k1", "abs", "k2", "k3"), f"{p}.kl_penalty", self.kl_penalty, "k1|abs|k2|k3")
+
+
+@attrs.frozen(kw_only=True)
+class ActorConfig:
+    lr: float = 3e-4
+    ppo_epochs: int = 1
+    mini_batches: int = 2
+    policy_loss: str = "vanilla"
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    clip_c: float = 3.0
+    loss_agg_mode: str = "token-mean"
+    entropy_coeff: float = 0.0
+    use_kl_loss: bool = False
+    kl_loss_coef: float = 0.001
+    kl_loss_type: str = "k3"
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0
+
+    def validate(self, p: str) -> None:
+        from ppo.algos import AGG_MODES, policy_loss_names
+
+        _check(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
+        _check(self.ppo_epochs >= 1, f"{p}.ppo_epochs", self.ppo_epochs, "must be >= 1")
+        _check(self.mini_batches >= 1, f"{p}.mini_batches", self.mini_batches, "must be >= 1")
+        names = policy_loss_names()
+        _check(self.policy_loss in names, f"{p}.policy_loss", self.policy_loss, f"one of {list(names)}")
+        _check(0 < self.clip_low < 1, f"{p}.clip_low", self.clip_low, "must be in (0, 1)")
+        _check(self.clip_high > 0, f"{p}.clip_high", self.clip_high, "must be > 0")
+        _check(self.clip_c > 1, f"{p}.clip_c", self.clip_c, "must be > 1 (dual-clip bound)")
+        _check(self.loss_agg_mode in AGG_MODES, f"{p}.loss_agg_mode", self.loss_agg_mode, f"one of {list(AGG_MODES)}")
+        _check(self.entropy_coeff >= 0, f"{p}.entropy_coeff", self.entropy_coeff, "must be >= 0")
+        _check(self.kl_loss_coef >= 0, f"{p}.kl_loss_coef", self.kl_loss_coef, "must be >= 0")
+        _check(self.kl_loss_type in ("k1", "abs", "k2", "k3"), f"{p}.kl_loss_type", self.kl_loss_type, "k1|abs|k2|k3")
+        _check(self.grad_clip > 0, f"{p}.grad_clip", self.grad_clip, "must be > 0")
+
+
+@attrs.frozen(kw_only=True)
+class CriticConfig:
+    lr: float = 1e-3
+    ppo_epochs: int = 1
+    mini_batches: int = 2
+    cliprange_value: float = 0.5
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+
+    def validate(self, p: str) -> None:
+        _check(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
+        _check(self.ppo_epochs >= 1, f"{p}.ppo_epochs", self.ppo_epochs, "must be >= 1")
+        _check(self.mini_batches >= 1, f"{p}.mini_batches", self.mini_batches, "must be >= 1")
+        _check(self.cliprange_value > 0, f"{p}.cliprange_value", self.cliprange_value, "must be > 0")
+        _check(self.grad_clip > 0, f"{p}.grad_clip", self.grad_clip, "must be > 0")
+        _check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
+
+
+@attrs.frozen(kw_only=True)
+class WarmupConfig:
+    steps: int = 150
+    batch_size: int = 64
+    lr: float = 3e-3
+
+    def validate(self, p: str) -> None:
+        _check(self.steps >= 0, f"{p}.steps", self.steps, "must be >= 0 (0 disables warm-up)")
+        _check(self.batch_size > 0, f"{p}.batch_size", self.batch_size, "must be > 0")
+        _check(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
+
+
+@attrs.frozen(kw_only=True)
+class ResourcesConfig:
+    actor_ranks: int = 1
+    critic_ranks: int = 1
+    colocate: bool = True
+    devices_per_process: int = 0
+    cpus_per_process: float = 1.0
+    torch_threads: int = 1
+
+    def validate(self, p: str) -> None:
+        _check(self.actor_ranks >= 1, f"{p}.actor_ranks", self.actor_ranks, "must be >= 1")
+        _check(self.critic_ranks >= 1, f"{p}.critic_ranks", self.critic_ranks, "must be >= 1")
+        _check(
+            self.devices_per_process >= 0, f"{p}.devices_per_process", self.devices_per_process, "must be >= 0"
+        )
+        _check(self.cpus_per_process >= 0, f"{p}.cpus_per_process", self.cpus_per_process, "must be >= 0")
+        _check(self.torch_threads >= 1, f"{p}.torch_threads", self.torch_threads, "must be >= 1")
+
+
+@attrs.frozen(kw_only=True)
+class TrainerConfig:
+    total_steps: int = 100
+    test_freq: int = 10
+    save_freq: int = 25
+    run_dir: str = "runs/default"
+    resume: str = "auto"
+    keep_last: int = 2
+    seed: int = 0
+    progress: bool = True
+    call_timeout: float | None = 600.0
+
+    def validate(self, p: str) -> None:
+        _check(self.total_steps >= 1, f"{p}.total_steps", self.total_steps, "must be >= 1")
+        _check(self.test_freq >= 0, f"{p}.test_freq", self.test_freq, "must be >= 0 (0 disables)")
+        _check(self.save_freq >= 0, f"{p}.save_freq", self.save_freq, "must be >= 0 (0 disables)")
+        _check(bool(self.run_dir), f"{p}.run_dir", self.run_dir, "must be a directory path")
+        _check(self.keep_last >= 1, f"{p}.keep_last", self.keep_last, "must be >= 1")
+        _check(
+            self.call_timeout is None or self.call_timeout > 0, f"{p}.call_timeout", self.call_timeout, "must be > 0"
+        )
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "model": ModelSection,
+    "data": DataConfig,
+    "rollout": RolloutConfig,
+    "algorithm": AlgorithmConfig,
+    "actor": ActorConfig,
+    "critic": CriticConfig,
+    "warmup": WarmupConfig,
+    "resources": ResourcesConfig,
+    "trainer": TrainerConfig,
+}
+
+
+@attrs.frozen(kw_only=True)
+class PPOConfig:
+    """The whole trainer configuration (one attrs section per concern)."""
+
+    model: ModelSection = attrs.field(factory=ModelSection)
+    data: DataConfig = attrs.field(factory=DataConfig)
+    rollout: RolloutConfig = attrs.field(factory=RolloutConfig)
+    algorithm: AlgorithmConfig = attrs.field(factory=AlgorithmConfig)
+    actor: ActorConfig = attrs.field(factory=ActorConfig)
+    critic: CriticConfig = attrs.field(factory=CriticConfig)
+    warmup: WarmupConfig = attrs.field(factory=WarmupConfig)
+    resources: ResourcesConfig = attrs.field(factory=ResourcesConfig)
+    trainer: TrainerConfig = attrs.field(factory=TrainerConfig)
+
+    def __attrs_post_init__(self) -> None:
+        for name in _SECTIONS:
+            getattr(self, name).validate(name)
+        batch = self.data.prompts_per_step * self.rollout.n
+        _check(
+            batch % self.resources.actor_ranks == 0,
+            "data.prompts_per_step",
+            self.data.prompts_per_step,
+            f"prompts_per_step * rollout.n = {batch} must divide over resources.actor_ranks="
+            f"{self.resources.actor_ranks}",
+        )
+        per_rank = batch // self.resources.actor_ranks
+        _check(
+            per_rank % self.actor.mini_batches == 0,
+            "actor.mini_batches",
+            self.actor.mini_batches,
+            f"each actor rank holds {per_rank} sequences per step; mini_batches must divide it",
+        )
+
+    @property
+    def needs_critic(self) -> bool:
+        from ppo.algos import estimator_needs_critic
+
+        return estimator_needs_critic(self.algorithm.adv_estimator)
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.algorithm.use_kl_in_reward or self.actor.use_kl_loss
+
+    def replace(self, **sections: Any) -> PPOConfig:
+        return attrs.evolve(self, **sections)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PPOConfig:
+        unknown = sorted(set(data) - set(_SECTIONS))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; known: {sorted(_SECTIONS)}")
+        sections: dict[str, Any] = {}
+        for name, section_cls in _SECTIONS.items():
+            raw = data.get(name, {})
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"config section [{name}] must be a table, got {raw!r}")
+            fields = {f.name: f for f in attrs.fields(section_cls)}
+            bad = sorted(set(raw) - set(fields))
+            if bad:
+                raise ConfigError(f"unknown field(s) {[f'{name}.{b}' for b in bad]}; known: {sorted(fields)}")
+            for key, value in raw.items():
+                _check_type(f"{name}.{key}", value, fields[key])
+            sections[name] = section_cls(**raw)
+        return cls(**sections)
+
+
+def _check_type(path: str, value: Any, field: attrs.Attribute[Any]) -> None:
+    typ = str(field.type)
+    if typ.startswith("Mapping"):
+        ok = isinstance(value, Mapping)
+    elif typ == "bool":
+        ok = isinstance(value, bool)
+    elif typ == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif typ.startswith("float"):
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)) or (value is None and "None" in typ)
+    elif typ.startswith("str"):
+        ok = isinstance(value, str) or (value is None and "None" in typ)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"config field {path} = {value!r} has the wrong type; expected {typ}")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def config_to_dict(config: PPOConfig) -> dict[str, Any]:
+    """A plain-dict view (JSON/TOML friendly) of ``config``."""
+    return {name: attrs.asdict(getattr(config, name)) for name in _SECTIONS}
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PPOConfig:
+    """Load a TOML file (or defaults when ``path`` is None) and apply ``section.field=value``
+    overrides in order."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from exc
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        node = data.setdefault(parts[0], {})
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_value(text.strip())
+    return PPOConfig.from_dict(data)
