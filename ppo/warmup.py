@@ -1,0 +1,242 @@
+"""Prompt encoding, a short supervised warm-up, and greedy/sampled accuracy.
+
+RL from a random policy never sees a reward on these tasks, so the trainer can first teach the
+output format (and some of the task) by teacher forcing on ``BOS + prompt + answer + EOS``, with
+the loss on the answer and EOS only. The batch layout is the one the RL loop uses
+(see :mod:`ppo.model`): a left-padded prompt block followed by a right-padded response block.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ppo.model import CausalLM, generate, sequence_log_probs
+from ppo.tasks import RewardFn, TaskExample, exact_match_score
+from ppo.tokenizer import Tokenizer
+
+__all__ = [
+    "TrainableLM",
+    "encode_examples",
+    "encode_prompts",
+    "evaluate_accuracy",
+    "supervised_warmup",
+]
+
+
+class TrainableLM(CausalLM, Protocol):
+    """A :class:`~ppo.model.CausalLM` that is also a trainable ``nn.Module``."""
+
+    training: bool
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
+        """The trainable parameters."""
+        ...
+
+    def train(self, mode: bool = True) -> object:
+        """Switch train/eval mode (dropout)."""
+        ...
+
+
+def encode_prompts(
+    tokenizer: Tokenizer, prompts: Sequence[str], max_len: int, *, add_bos: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Encode ``prompts`` as one LEFT-padded batch.
+
+    Each row is ``[bos_id] + tokenizer.encode(prompt)`` (without BOS if ``add_bos`` is false),
+    padded on the left with ``pad_id`` to the longest row.
+
+    Returns:
+        ``(ids, mask)``, both ``(B, L)`` long with ``L <= max_len``; ``mask`` is 1 on real tokens.
+
+    Raises:
+        ValueError: no prompts, a prompt encodes to more than ``max_len`` tokens (BOS included)
+            or to nothing; the message names the prompt. The tokenizer's own ``ValueError`` for
+            unknown characters propagates.
+    """
+    if not prompts:
+        raise ValueError("encode_prompts needs at least one prompt, got none")
+    rows: list[list[int]] = []
+    for i, prompt in enumerate(prompts):
+        ids = ([tokenizer.bos_id] if add_bos else []) + tokenizer.encode(prompt)
+        if len(ids) > max_len:
+            raise ValueError(
+                f"prompt {i} {prompt!r} is {len(ids)} tokens (BOS included: {add_bos}), longer "
+                f"than max_len={max_len}; shorten it or raise the limit"
+            )
+        if not ids:
+            raise ValueError(f"prompt {i} {prompt!r} encodes to no tokens; use add_bos=True")
+        rows.append(ids)
+    width = max(len(r) for r in rows)
+    ids_t = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
+    mask_t = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids_t[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask_t[i, width - len(r) :] = 1
+    return ids_t, mask_t
+
+
+def encode_examples(
+    tokenizer: Tokenizer,
+    examples: Sequence[TaskExample],
+    *,
+    max_prompt_len: int,
+    max_response_len: int,
+) -> tuple[Tensor, Tensor, int]:
+    """Teacher-forcing batch: left-padded ``BOS + prompt``, then right-padded ``answer + EOS``.
+
+    Returns:
+        ``(ids, mask, R)``: ``(B, P + R)`` long ids and mask, where the last ``R`` columns are
+        the response block (``R`` = longest ``answer + EOS``).
+
+    Raises:
+        ValueError: a prompt longer than ``max_prompt_len`` (BOS included) or an answer longer
+            than ``max_response_len`` (EOS included); the message names the example.
+    """
+    prompt_ids, prompt_mask = encode_prompts(
+        tokenizer, [ex.prompt for ex in examples], max_prompt_len
+    )
+    responses: list[list[int]] = []
+    for i, ex in enumerate(examples):
+        r = [*tokenizer.encode(ex.answer), tokenizer.eos_id]
+        if len(r) > max_response_len:
+            raise ValueError(
+                f"example {i} answer {ex.answer!r} is {len(r)} tokens with EOS, longer than "
+                f"max_response_len={max_response_len}"
+            )
+        responses.append(r)
+    width = max(len(r) for r in responses)
+    resp_ids = torch.full((len(responses), width), tokenizer.pad_id, dtype=torch.long)
+    resp_mask = torch.zeros(len(responses), width, dtype=torch.long)
+    for i, r in enumerate(responses):
+        resp_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        resp_mask[i, : len(r)] = 1
+    return (
+        torch.cat((prompt_ids, resp_ids), dim=1),
+        torch.cat((prompt_mask, resp_mask), dim=1),
+        width,
+    )
+
+
+def supervised_warmup(
+    model: TrainableLM,
+    tokenizer: Tokenizer,
+    examples: Sequence[TaskExample],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    max_prompt_len: int,
+    max_response_len: int,
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+) -> list[float]:
+    """Teacher-force ``model`` on ``examples`` for ``steps`` AdamW steps; return the losses.
+
+    Each step takes the next ``batch_size`` examples of a shuffled pass over ``examples``
+    (reshuffled every pass; the order comes from ``seed`` only) and minimises the mean negative
+    log-likelihood of the answer tokens and EOS (prompt tokens carry no loss). Gradients are
+    clipped to ``grad_clip`` in norm. The model is in train mode during the run and its
+    previous mode is restored afterwards.
+
+    Returns:
+        The loss of each step (``len == steps``).
+
+    Raises:
+        ValueError: no examples, non-positive ``steps``/``batch_size``/``lr``, or an example
+            that does not fit the length limits.
+    """
+    if not examples:
+        raise ValueError("supervised_warmup needs at least one example, got none")
+    if steps < 0 or batch_size < 1:
+        raise ValueError(f"need steps >= 0 and batch_size >= 1, got {steps!r} and {batch_size!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    ids, mask, resp_len = encode_examples(
+        tokenizer, examples, max_prompt_len=max_prompt_len, max_response_len=max_response_len
+    )
+    loss_mask = mask[:, -resp_len:].float()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    rng = random.Random(seed)
+    order: list[int] = []
+    losses: list[float] = []
+    was_training = model.training
+    model.train(True)
+    try:
+        for _ in range(steps):
+            while len(order) < batch_size:
+                perm = list(range(len(examples)))
+                rng.shuffle(perm)
+                order.extend(perm)
+            idx = torch.tensor(order[:batch_size])
+            del order[:batch_size]
+            log_probs, _ = sequence_log_probs(model, ids[idx], mask[idx], resp_len)
+            m = loss_mask[idx]
+            loss = -(log_probs * m).sum() / m.sum()
+            optimizer.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    finally:
+        model.train(was_training)
+    return losses
+
+
+def evaluate_accuracy(
+    model: TrainableLM,
+    tokenizer: Tokenizer,
+    examples: Sequence[TaskExample],
+    *,
+    max_new_tokens: int,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 256,
+    max_prompt_len: int | None = None,
+    reward_fn: RewardFn | None = None,
+) -> float:
+    """Mean reward of the model's responses on ``examples`` (exact-match accuracy by default).
+
+    Generates greedily (or by sampling at ``temperature`` from a generator seeded with
+    ``seed``) in eval mode (restoring the previous mode afterwards), decodes each response up
+    to EOS and scores it with ``reward_fn`` (default: :func:`~ppo.tasks.exact_match_score`
+    against ``example.answer``).
+
+    Raises:
+        ValueError: no examples, or a prompt longer than ``max_prompt_len``.
+    """
+    if not examples:
+        raise ValueError("evaluate_accuracy needs at least one example, got none")
+    score: RewardFn = reward_fn or (lambda response, ex: exact_match_score(response, ex.answer))
+    generator = torch.Generator().manual_seed(seed)
+    limit = max_prompt_len if max_prompt_len is not None else 1 << 30
+    total = 0.0
+    was_training = model.training
+    model.train(False)
+    try:
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            ids, mask = encode_prompts(tokenizer, [ex.prompt for ex in chunk], limit)
+            out = generate(
+                model,
+                ids,
+                mask,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                generator=generator,
+                eos_id=tokenizer.eos_id,
+                pad_id=tokenizer.pad_id,
+                greedy=greedy,
+            )
+            for row, ex in zip(out.response.tolist(), chunk, strict=True):
+                total += float(score(tokenizer.decode(row), ex))
+    finally:
+        model.train(was_training)
+    return total / len(examples)
