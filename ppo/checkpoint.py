@@ -39,7 +39,9 @@ class CheckpointManager:
         self.root = Path(run_dir) / "checkpoints"
         self.keep_last = keep_last
 
-    def save(self, step: int, trainer_state: dict[str, Any], write_parts: Callable[[Path], None]) -> Path:
+    def save(
+        self, step: int, trainer_state: dict[str, Any], write_parts: Callable[[Path], None]
+    ) -> Path:
         """Write checkpoint ``step``: ``write_parts(tmp_dir)`` lets the workers write their
         files, then ``trainer.pt`` is added, and the directory is published atomically."""
         self.root.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Every field is validated when the config is built; a bad value raises :class:`ConfigError`
 (a ``ValueError``) naming the field's dotted path, the value and the accepted range::
 
-    cfg = load_config("configs/demo.toml", ["trainer.total_steps=50", "algorithm.adv_estimator=gae"])
+    cfg = load_config("configs/demo.toml", ["trainer.total_steps=50", "actor.lr=1e-4"])
 
 Overrides are ``section.field=value`` strings; values are parsed as TOML scalars (``3``,
 ``1e-4``, ``true``, ``"text"``) and bare words fall back to strings.
@@ -80,12 +80,18 @@ class DataConfig:
     reward_fn: str | None = None
 
     def validate(self, p: str) -> None:
-        _check(bool(self.task), f"{p}.task", self.task, "name a task (see ppo.tasks.available_tasks())")
+        _check(
+            bool(self.task), f"{p}.task", self.task, "name a task (see ppo.tasks.available_tasks())"
+        )
         _check(self.train_size > 0, f"{p}.train_size", self.train_size, "must be > 0")
         _check(self.val_size > 0, f"{p}.val_size", self.val_size, "must be > 0")
-        _check(self.prompts_per_step > 0, f"{p}.prompts_per_step", self.prompts_per_step, "must be > 0")
+        _check(
+            self.prompts_per_step > 0, f"{p}.prompts_per_step", self.prompts_per_step, "must be > 0"
+        )
         _check(self.max_prompt_len > 0, f"{p}.max_prompt_len", self.max_prompt_len, "must be > 0")
-        _check(self.max_response_len > 0, f"{p}.max_response_len", self.max_response_len, "must be > 0")
+        _check(
+            self.max_response_len > 0, f"{p}.max_response_len", self.max_response_len, "must be > 0"
+        )
         _check(
             self.reward_fn is None or ":" in self.reward_fn,
             f"{p}.reward_fn",
@@ -122,14 +128,29 @@ class AlgorithmConfig:
         from ppo.algos import advantage_estimator_names
 
         names = advantage_estimator_names()
-        _check(self.adv_estimator in names, f"{p}.adv_estimator", self.adv_estimator, f"one of {list(names)}")
+        _check(
+            self.adv_estimator in names,
+            f"{p}.adv_estimator",
+            self.adv_estimator,
+            f"one of {list(names)}",
+        )
         _check(0.0 <= self.gamma <= 1.0, f"{p}.gamma", self.gamma, "must be in [0, 1]")
         _check(0.0 <= self.lam <= 1.0, f"{p}.lam", self.lam, "must be in [0, 1]")
-        _check(self.kl_ctrl in ("fixed", "adaptive"), f"{p}.kl_ctrl", self.kl_ctrl, "'fixed' or 'adaptive'")
+        _check(
+            self.kl_ctrl in ("fixed", "adaptive"),
+            f"{p}.kl_ctrl",
+            self.kl_ctrl,
+            "'fixed' or 'adaptive'",
+        )
         _check(self.kl_coef >= 0, f"{p}.kl_coef", self.kl_coef, "must be >= 0")
         _check(self.kl_target > 0, f"{p}.kl_target", self.kl_target, "must be > 0")
         _check(self.kl_horizon > 0, f"{p}.kl_horizon", self.kl_horizon, "must be > 0")
-        _check(self.kl_penalty in ("k1", "abs", "k2", "k3"), f"{p}.kl_penalty", self.kl_penalty, "k1|abs|k2|k3")
+        _check(
+            self.kl_penalty in ("k1", "abs", "k2", "k3"),
+            f"{p}.kl_penalty",
+            self.kl_penalty,
+            "k1|abs|k2|k3",
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -156,14 +177,26 @@ class ActorConfig:
         _check(self.ppo_epochs >= 1, f"{p}.ppo_epochs", self.ppo_epochs, "must be >= 1")
         _check(self.mini_batches >= 1, f"{p}.mini_batches", self.mini_batches, "must be >= 1")
         names = policy_loss_names()
-        _check(self.policy_loss in names, f"{p}.policy_loss", self.policy_loss, f"one of {list(names)}")
+        _check(
+            self.policy_loss in names, f"{p}.policy_loss", self.policy_loss, f"one of {list(names)}"
+        )
         _check(0 < self.clip_low < 1, f"{p}.clip_low", self.clip_low, "must be in (0, 1)")
         _check(self.clip_high > 0, f"{p}.clip_high", self.clip_high, "must be > 0")
         _check(self.clip_c > 1, f"{p}.clip_c", self.clip_c, "must be > 1 (dual-clip bound)")
-        _check(self.loss_agg_mode in AGG_MODES, f"{p}.loss_agg_mode", self.loss_agg_mode, f"one of {list(AGG_MODES)}")
+        _check(
+            self.loss_agg_mode in AGG_MODES,
+            f"{p}.loss_agg_mode",
+            self.loss_agg_mode,
+            f"one of {list(AGG_MODES)}",
+        )
         _check(self.entropy_coeff >= 0, f"{p}.entropy_coeff", self.entropy_coeff, "must be >= 0")
         _check(self.kl_loss_coef >= 0, f"{p}.kl_loss_coef", self.kl_loss_coef, "must be >= 0")
-        _check(self.kl_loss_type in ("k1", "abs", "k2", "k3"), f"{p}.kl_loss_type", self.kl_loss_type, "k1|abs|k2|k3")
+        _check(
+            self.kl_loss_type in ("k1", "abs", "k2", "k3"),
+            f"{p}.kl_loss_type",
+            self.kl_loss_type,
+            "k1|abs|k2|k3",
+        )
         _check(self.grad_clip > 0, f"{p}.grad_clip", self.grad_clip, "must be > 0")
 
 
@@ -180,7 +213,9 @@ class CriticConfig:
         _check(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
         _check(self.ppo_epochs >= 1, f"{p}.ppo_epochs", self.ppo_epochs, "must be >= 1")
         _check(self.mini_batches >= 1, f"{p}.mini_batches", self.mini_batches, "must be >= 1")
-        _check(self.cliprange_value > 0, f"{p}.cliprange_value", self.cliprange_value, "must be > 0")
+        _check(
+            self.cliprange_value > 0, f"{p}.cliprange_value", self.cliprange_value, "must be > 0"
+        )
         _check(self.grad_clip > 0, f"{p}.grad_clip", self.grad_clip, "must be > 0")
         _check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
 
@@ -210,9 +245,17 @@ class ResourcesConfig:
         _check(self.actor_ranks >= 1, f"{p}.actor_ranks", self.actor_ranks, "must be >= 1")
         _check(self.critic_ranks >= 1, f"{p}.critic_ranks", self.critic_ranks, "must be >= 1")
         _check(
-            self.devices_per_process >= 0, f"{p}.devices_per_process", self.devices_per_process, "must be >= 0"
+            self.devices_per_process >= 0,
+            f"{p}.devices_per_process",
+            self.devices_per_process,
+            "must be >= 0",
         )
-        _check(self.cpus_per_process >= 0, f"{p}.cpus_per_process", self.cpus_per_process, "must be >= 0")
+        _check(
+            self.cpus_per_process >= 0,
+            f"{p}.cpus_per_process",
+            self.cpus_per_process,
+            "must be >= 0",
+        )
         _check(self.torch_threads >= 1, f"{p}.torch_threads", self.torch_threads, "must be >= 1")
 
 
@@ -235,7 +278,10 @@ class TrainerConfig:
         _check(bool(self.run_dir), f"{p}.run_dir", self.run_dir, "must be a directory path")
         _check(self.keep_last >= 1, f"{p}.keep_last", self.keep_last, "must be >= 1")
         _check(
-            self.call_timeout is None or self.call_timeout > 0, f"{p}.call_timeout", self.call_timeout, "must be > 0"
+            self.call_timeout is None or self.call_timeout > 0,
+            f"{p}.call_timeout",
+            self.call_timeout,
+            "must be > 0",
         )
 
 
@@ -311,7 +357,9 @@ class PPOConfig:
             fields = {f.name: f for f in attrs.fields(section_cls)}
             bad = sorted(set(raw) - set(fields))
             if bad:
-                raise ConfigError(f"unknown field(s) {[f'{name}.{b}' for b in bad]}; known: {sorted(fields)}")
+                raise ConfigError(
+                    f"unknown field(s) {[f'{name}.{b}' for b in bad]}; known: {sorted(fields)}"
+                )
             for key, value in raw.items():
                 _check_type(f"{name}.{key}", value, fields[key])
             sections[name] = section_cls(**raw)
@@ -327,7 +375,9 @@ def _check_type(path: str, value: Any, field: attrs.Attribute[Any]) -> None:
     elif typ == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif typ.startswith("float"):
-        ok = (isinstance(value, int | float) and not isinstance(value, bool)) or (value is None and "None" in typ)
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)) or (
+            value is None and "None" in typ
+        )
     elif typ.startswith("str"):
         ok = isinstance(value, str) or (value is None and "None" in typ)
     else:

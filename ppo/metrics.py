@@ -19,13 +19,17 @@ class MetricsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, step: int) -> None:
-        rows = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
+        """Keep only rows of steps ``<= step`` (all rows are dropped for a fresh run, step 0)."""
+        rows = [r for r in read_metrics(self.path) if 0 < int(r.get("step", 0)) <= step]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(self.path)
 
     def write(self, row: Mapping[str, Any]) -> None:
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        clean = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in row.items()
+        }
         with open(self.path, "a") as fh:
             fh.write(json.dumps(clean, sort_keys=True) + "\n")
 
@@ -42,7 +46,11 @@ def summary_line(row: Mapping[str, Any]) -> str:
     parts = [f"step {int(row['step']):4d}", f"reward {row.get('reward/mean', float('nan')):.3f}"]
     if "val/accuracy" in row:
         parts.append(f"val_acc {row['val/accuracy']:.3f}")
-    for key, label in (("actor/pg_clipfrac", "clip"), ("actor/ppo_kl", "kl"), ("critic/vf_loss", "vf")):
+    for key, label in (
+        ("actor/pg_clipfrac", "clip"),
+        ("actor/ppo_kl", "kl"),
+        ("critic/vf_loss", "vf"),
+    ):
         if key in row:
             parts.append(f"{label} {row[key]:.4f}")
     parts.append(f"len {row.get('response_length/mean', float('nan')):.2f}")
@@ -50,7 +58,9 @@ def summary_line(row: Mapping[str, Any]) -> str:
     return " | ".join(parts)
 
 
-def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: str = "") -> Path | None:
+def plot_reward_curve(
+    metrics_path: str | Path, out_path: str | Path, *, title: str = ""
+) -> Path | None:
     """Plot training reward and validation accuracy per step; None if matplotlib is missing."""
     try:
         import matplotlib
@@ -64,7 +74,11 @@ def plot_reward_curve(metrics_path: str | Path, out_path: str | Path, *, title: 
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     steps = [r["step"] for r in rows if r.get("reward/mean") is not None]
-    ax.plot(steps, [r["reward/mean"] for r in rows if r.get("reward/mean") is not None], label="train reward (mean)")
+    ax.plot(
+        steps,
+        [r["reward/mean"] for r in rows if r.get("reward/mean") is not None],
+        label="train reward (mean)",
+    )
     val = [(r["step"], r["val/accuracy"]) for r in rows if r.get("val/accuracy") is not None]
     if val:
         ax.plot([s for s, _ in val], [v for _, v in val], "o-", label="validation accuracy")

@@ -29,7 +29,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ppo.algos import AdvantageInputs, apply_kl_in_reward, compute_advantages, make_kl_controller, masked_mean
+from ppo.algos import (
+    AdvantageInputs,
+    apply_kl_in_reward,
+    compute_advantages,
+    make_kl_controller,
+    masked_mean,
+)
 from ppo.checkpoint import CheckpointManager
 from ppo.config import ConfigError, PPOConfig
 from ppo.metrics import MetricsWriter, plot_reward_curve, summary_line
@@ -121,7 +127,9 @@ class PPOTrainer:
         self.backend = backend
         self.config = config
         data = config.data
-        self.task: Task = task if task is not None else get_task(data.task, **dict(data.task_kwargs))
+        self.task: Task = (
+            task if task is not None else get_task(data.task, **dict(data.task_kwargs))
+        )
         if reward_fn is None and data.reward_fn is not None:
             reward_fn = load_reward_fn(data.reward_fn)
         self.reward_fn = reward_fn
@@ -141,7 +149,10 @@ class PPOTrainer:
         self.sampler = PromptSampler(self.train_examples, data.seed)
         alg = config.algorithm
         self.kl_ctrl = make_kl_controller(
-            "adaptive" if alg.kl_ctrl == "adaptive" else "fixed", alg.kl_coef, alg.kl_target, alg.kl_horizon
+            "adaptive" if alg.kl_ctrl == "adaptive" else "fixed",
+            alg.kl_coef,
+            alg.kl_target,
+            alg.kl_horizon,
         )
         self.run_dir = Path(config.trainer.run_dir)
         self.checkpoints = CheckpointManager(self.run_dir, config.trainer.keep_last)
@@ -185,12 +196,24 @@ class PPOTrainer:
             if fused_critic:
                 self.critic = fused.view("critic", CriticWorker)
         else:
-            self.actor = WorkerGroup(self.backend, actor_spec, pool(res.actor_ranks, "actor"), role="actor", timeout=timeout)
-            self.reward = WorkerGroup(self.backend, reward_spec, pool(1, "reward"), role="reward", timeout=timeout)
+            self.actor = WorkerGroup(
+                self.backend,
+                actor_spec,
+                pool(res.actor_ranks, "actor"),
+                role="actor",
+                timeout=timeout,
+            )
+            self.reward = WorkerGroup(
+                self.backend, reward_spec, pool(1, "reward"), role="reward", timeout=timeout
+            )
             self._groups += [self.actor, self.reward]
         if cfg.needs_critic and self.critic is None:
             self.critic = WorkerGroup(
-                self.backend, critic_spec, pool(res.critic_ranks, "critic"), role="critic", timeout=timeout
+                self.backend,
+                critic_spec,
+                pool(res.critic_ranks, "critic"),
+                role="critic",
+                timeout=timeout,
             )
             self._groups.append(self.critic)
         for role, group in (("actor", self.actor), ("critic", self.critic)):
@@ -199,8 +222,9 @@ class PPOTrainer:
                 if len(set(pids)) != len(pids):
                     self.close()
                     raise ConfigError(
-                        f"resources.{role}_ranks = {group.world_size}: data-parallel training needs "
-                        "one process per rank, but this backend runs several ranks in one process "
+                        f"resources.{role}_ranks = {group.world_size}: data-parallel training "
+                        "needs one process per rank, but this backend runs several ranks in one "
+                        "process "
                         "(the in-process backend does). Use 1 rank per role with it, or RayBackend."
                     )
         self.actor.call(ActorRolloutWorker.init_distributed)
@@ -213,7 +237,9 @@ class PPOTrainer:
             loss = self.actor.call(ActorRolloutWorker.warmup, self.train_examples)[0]
             _log.info("warm-up done", steps=cfg.warmup.steps, final_loss=round(loss, 4))
             if self.critic is not None:
-                self.critic.call(CriticWorker.init_from_policy, self.actor.call(ActorRolloutWorker.policy_state))
+                self.critic.call(
+                    CriticWorker.init_from_policy, self.actor.call(ActorRolloutWorker.policy_state)
+                )
 
     def close(self) -> None:
         """Stop every worker this trainer started (the backend stays usable)."""
@@ -230,7 +256,9 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ data
     def _prompt_batch(self, examples: Sequence[TaskExample], *, uid_prefix: str) -> Batch:
-        ids, mask = encode_prompts(self.tokenizer, [e.prompt for e in examples], self.config.data.max_prompt_len)
+        ids, mask = encode_prompts(
+            self.tokenizer, [e.prompt for e in examples], self.config.data.max_prompt_len
+        )
         return Batch(
             {"prompt_ids": ids, "prompt_mask": mask},
             {
@@ -245,17 +273,23 @@ class PPOTrainer:
     def train_step(self) -> dict[str, Any]:
         """Run one PPO/GRPO step and return its metrics (does not validate or checkpoint)."""
         self.init_workers()
-        assert self.actor is not None and self.reward is not None
+        assert self.actor is not None
+        assert self.reward is not None
         cfg = self.config
         step = self.step + 1
         timing: dict[str, float] = {}
         t_step = time.perf_counter()
 
         examples = self.sampler.next(cfg.data.prompts_per_step)
-        batch = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(cfg.rollout.n, interleave=True)
+        batch = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
+            cfg.rollout.n, interleave=True
+        )
         gen_in = Batch(
             batch.select(tensor_keys=["prompt_ids", "prompt_mask"], non_tensor_keys=[]).tensors,
-            meta={"temperature": cfg.rollout.temperature, "seed": cfg.trainer.seed * 100_003 + step},
+            meta={
+                "temperature": cfg.rollout.temperature,
+                "seed": cfg.trainer.seed * 100_003 + step,
+            },
         ).with_auto_padding()
 
         t = time.perf_counter()
@@ -271,9 +305,15 @@ class PPOTrainer:
             if cfg.needs_reference
             else None
         )
-        val_f = self.critic.submit(CriticWorker.compute_values, batch.with_auto_padding()) if self.critic else None
+        val_f = (
+            self.critic.submit(CriticWorker.compute_values, batch.with_auto_padding())
+            if self.critic
+            else None
+        )
         scores = score_f.get()
-        batch = batch.union(scores.select(tensor_keys=["token_level_scores", "score", "acc"], non_tensor_keys=[]))
+        batch = batch.union(
+            scores.select(tensor_keys=["token_level_scores", "score", "acc"], non_tensor_keys=[])
+        )
         batch = batch.union(old_f.get())
         if ref_f is not None:
             batch = batch.union(ref_f.get())
@@ -309,7 +349,11 @@ class PPOTrainer:
                 norm_by_std=cfg.algorithm.norm_adv_by_std,
             ),
         )
-        batch = batch.union(Batch({"token_level_rewards": token_rewards, "advantages": advantages, "returns": returns}))
+        batch = batch.union(
+            Batch(
+                {"token_level_rewards": token_rewards, "advantages": advantages, "returns": returns}
+            )
+        )
         timing["adv"] = time.perf_counter() - t
 
         update = batch.select(
@@ -355,12 +399,17 @@ class PPOTrainer:
     def validate(self) -> dict[str, float]:
         """Greedy (or sampled) generation on the held-out set; accuracy overall and per source."""
         self.init_workers()
-        assert self.actor is not None and self.reward is not None
+        assert self.actor is not None
+        assert self.reward is not None
         cfg = self.config
         batch = self._prompt_batch(self.val_examples, uid_prefix="val")
         gen_in = Batch(
             batch.select(tensor_keys=["prompt_ids", "prompt_mask"], non_tensor_keys=[]).tensors,
-            meta={"temperature": cfg.rollout.temperature, "greedy": cfg.rollout.val_greedy, "seed": 17},
+            meta={
+                "temperature": cfg.rollout.temperature,
+                "greedy": cfg.rollout.val_greedy,
+                "seed": 17,
+            },
         ).with_auto_padding()
         batch = batch.union(self.actor.call(ActorRolloutWorker.generate, gen_in))
         scores = self.reward.call(RewardWorker.compute_score, batch.with_auto_padding())
@@ -385,7 +434,12 @@ class PPOTrainer:
             history.append(row)
             tqdm.write(f"step    0 | val_acc {row['val/accuracy']:.3f} (after warm-up)")
         bar = tqdm(
-            total=cfg.total_steps, initial=self.step, desc="train", unit="step", disable=not cfg.progress, dynamic_ncols=True
+            total=cfg.total_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
         )
         try:
             while self.step < cfg.total_steps:
@@ -405,12 +459,15 @@ class PPOTrainer:
                     self.on_step(row)
         finally:
             bar.close()
-        plot_reward_curve(self.run_dir / "metrics.jsonl", self.run_dir / "reward_curve.png", title=self._title())
+        plot_reward_curve(
+            self.run_dir / "metrics.jsonl", self.run_dir / "reward_curve.png", title=self._title()
+        )
         return history
 
     def _title(self) -> str:
         c = self.config
-        return f"{c.algorithm.adv_estimator} on {self.task.name} ({c.resources.actor_ranks} actor rank(s))"
+        ranks = c.resources.actor_ranks
+        return f"{c.algorithm.adv_estimator} on {self.task.name} ({ranks} actor rank(s))"
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:

@@ -265,7 +265,11 @@ class ActorRolloutWorker:
                 mb = batch.select_idxs(idx)
                 mask = mb.tensors["response_mask"].to(self.device)
                 counts = agg_normalizers(mask)
-                totals = dp.sum_(torch.tensor([counts["global_tokens"], counts["global_seqs"]], dtype=torch.float64))
+                totals = dp.sum_(
+                    torch.tensor(
+                        [counts["global_tokens"], counts["global_seqs"]], dtype=torch.float64
+                    )
+                )
                 norm = {"global_tokens": float(totals[0]), "global_seqs": float(totals[1])}
                 want_entropy = cfg.entropy_coeff > 0
                 logp, ent = self._log_probs(self.model, mb, with_entropy=want_entropy)
@@ -288,7 +292,9 @@ class ActorRolloutWorker:
                     loss = loss - cfg.entropy_coeff * ent_loss
                     stats["entropy"] = float(ent_loss.detach()) * dp.world_size
                 if cfg.use_kl_loss:
-                    kl = kl_penalty(logp, mb.tensors["ref_log_probs"].to(self.device), cfg.kl_loss_type)
+                    kl = kl_penalty(
+                        logp, mb.tensors["ref_log_probs"].to(self.device), cfg.kl_loss_type
+                    )
                     kl_loss = agg_loss(kl, mask, cfg.loss_agg_mode, horizon=horizon, **norm)
                     loss = loss + cfg.kl_loss_coef * kl_loss
                     stats["kl_loss"] = float(kl_loss.detach()) * dp.world_size
@@ -312,7 +318,10 @@ class ActorRolloutWorker:
         if current_context().rank != 0:
             return None
         path = Path(directory) / "actor.pt"
-        state: dict[str, Any] = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state: dict[str, Any] = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
         if self.reference is not None:
             state["reference"] = self.reference.state_dict()
         _save(state, path)
@@ -321,7 +330,9 @@ class ActorRolloutWorker:
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, directory: str) -> None:
         """Restore what :meth:`save_checkpoint` wrote (``weights_only`` loading)."""
-        state = torch.load(Path(directory) / "actor.pt", map_location=self.device, weights_only=True)
+        state = torch.load(
+            Path(directory) / "actor.pt", map_location=self.device, weights_only=True
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if "reference" in state:
@@ -357,7 +368,9 @@ class CriticWorker:
         """Copy the policy's trunk weights (the value head keeps its own initialisation)."""
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("value_head") for k in missing):
-            raise ValueError(f"policy state does not fit the critic: missing={missing} unexpected={unexpected}")
+            raise ValueError(
+                f"policy state does not fit the critic: missing={missing} unexpected={unexpected}"
+            )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.critic.lr)
 
     def _values(self, batch: Batch) -> Tensor:
@@ -387,7 +400,11 @@ class CriticWorker:
                 mb = batch.select_idxs(idx)
                 mask = mb.tensors["response_mask"].to(self.device)
                 counts = agg_normalizers(mask)
-                totals = dp.sum_(torch.tensor([counts["global_tokens"], counts["global_seqs"]], dtype=torch.float64))
+                totals = dp.sum_(
+                    torch.tensor(
+                        [counts["global_tokens"], counts["global_seqs"]], dtype=torch.float64
+                    )
+                )
                 loss, m = value_loss(
                     self._values(mb),
                     mb.tensors["values"].to(self.device),
@@ -421,7 +438,9 @@ class CriticWorker:
 
     @register(Dispatch.ONE_TO_ALL)
     def load_checkpoint(self, directory: str) -> None:
-        state = torch.load(Path(directory) / "critic.pt", map_location=self.device, weights_only=True)
+        state = torch.load(
+            Path(directory) / "critic.pt", map_location=self.device, weights_only=True
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.model.eval()

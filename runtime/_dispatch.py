@@ -14,7 +14,15 @@ import attrs
 
 from runtime._batch import Batch
 from runtime._future import BatchFuture, Collector, FutureSlice, GroupFuture, Shared
-from runtime._register import CallArgs, CustomMode, Dispatch, Execute, MeshMode, MethodMeta, custom_mode
+from runtime._register import (
+    CallArgs,
+    CustomMode,
+    Dispatch,
+    Execute,
+    MeshMode,
+    MethodMeta,
+    custom_mode,
+)
 from runtime.errors import DispatchError
 
 __all__ = ["CallPlan", "MeshLayout", "plan_call"]
@@ -41,7 +49,9 @@ class MeshLayout:
     @property
     def collect_order(self) -> tuple[int, ...]:
         """Collector ranks sorted by dp rank."""
-        return tuple(sorted((r for r, c in enumerate(self.collectors) if c), key=self.dp_ranks.__getitem__))
+        return tuple(
+            sorted((r for r, c in enumerate(self.collectors) if c), key=self.dp_ranks.__getitem__)
+        )
 
     @classmethod
     def build(cls, name: str, role: str, infos: Sequence[tuple[int, bool] | None]) -> MeshLayout:
@@ -118,16 +128,22 @@ def plan_call(
         return _plan_custom(mode, world_size, args, kwargs, what)
     if mode is Dispatch.ONE_TO_ALL:
         a, k = _broadcast(args, kwargs, world_size, share)
-        return CallPlan(tuple(range(world_size)), tuple((a, k) for _ in range(world_size)), Collector("list"))
+        return CallPlan(
+            tuple(range(world_size)), tuple((a, k) for _ in range(world_size)), Collector("list")
+        )
     if mode in (Dispatch.ALL_TO_ALL, Dispatch.DP_COMPUTE):
         calls = _per_rank(meta, world_size, args, kwargs, per_rank, what)
         return CallPlan(tuple(range(world_size)), calls, Collector("list"))
     if isinstance(mode, MeshMode):
         if mesh is None:
             raise DispatchError(f"{what}: mesh {mode.name!r} layout is unknown")
-        return _plan_sharded(meta, mesh.dp_size, args, kwargs, share, what, mesh=mesh, world_size=world_size)
+        return _plan_sharded(
+            meta, mesh.dp_size, args, kwargs, share, what, mesh=mesh, world_size=world_size
+        )
     if mode in _SHARDED:
-        return _plan_sharded(meta, world_size, args, kwargs, share, what, mesh=None, world_size=world_size)
+        return _plan_sharded(
+            meta, world_size, args, kwargs, share, what, mesh=None, world_size=world_size
+        )
     raise DispatchError(f"{what}: unsupported dispatch mode {mode!r}")
 
 
@@ -144,7 +160,10 @@ def _whole_value(v: Any) -> Any:
 
 
 def _broadcast(
-    args: Sequence[Any], kwargs: Mapping[str, Any], world_size: int, share: Callable[[object], object]
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    world_size: int,
+    share: Callable[[object], object],
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if world_size == 1:
         return _whole(args), _whole_kw(kwargs)
@@ -172,7 +191,9 @@ def _per_rank(
 ) -> tuple[tuple[tuple[Any, ...], dict[str, Any]], ...]:
     if per_rank is not None:
         if args or kwargs:
-            raise DispatchError(f"{what}: pass either per-rank CallArgs or argument lists, not both")
+            raise DispatchError(
+                f"{what}: pass either per-rank CallArgs or argument lists, not both"
+            )
         if len(per_rank) != world_size:
             raise DispatchError(
                 f"{what} ({meta.mode_name}) got arguments for {len(per_rank)} ranks but the group "
@@ -181,13 +202,20 @@ def _per_rank(
         return tuple((_whole(c.args), _whole_kw(c.kwargs)) for c in per_rank)
     for name, v in [*((f"argument {i}", a) for i, a in enumerate(args)), *kwargs.items()]:
         if not isinstance(v, list | tuple) or len(v) != world_size:
-            got = f"a {type(v).__name__} of length {len(v)}" if isinstance(v, list | tuple) else repr(v)
+            got = (
+                f"a {type(v).__name__} of length {len(v)}"
+                if isinstance(v, list | tuple)
+                else repr(v)
+            )
             raise DispatchError(
                 f"{what} ({meta.mode_name}) needs every argument as a list with one value per "
                 f"rank ({world_size}); {name} is {got}"
             )
     return tuple(
-        (tuple(_whole_value(a[r]) for a in args), {k: _whole_value(v[r]) for k, v in kwargs.items()})
+        (
+            tuple(_whole_value(a[r]) for a in args),
+            {k: _whole_value(v[r]) for k, v in kwargs.items()},
+        )
         for r in range(world_size)
     )
 
@@ -228,7 +256,9 @@ def _plan_sharded(
                 f"{what} (DP_COMPUTE_PROTO_WITH_FUNC) needs a function as its first argument"
             )
         fixed.add(0)
-    batches = {key: v for key, v in items if key not in fixed and isinstance(v, Batch | BatchFuture)}
+    batches = {
+        key: v for key, v in items if key not in fixed and isinstance(v, Batch | BatchFuture)
+    }
     if not batches:
         raise DispatchError(
             f"{what} ({meta.mode_name}) needs at least one Batch argument to split over ranks"
@@ -279,10 +309,10 @@ def _plan_sharded(
         targets = list(mesh.dp_ranks)
         # Share each dp chunk once when several ranks (e.g. tensor-parallel peers) receive it.
         users = [targets.count(d) for d in range(parts)]
-        for key in chunks:
+        for key, parts_of_key in list(chunks.items()):
             chunks[key] = [
                 Shared(share(c)) if users[d] > 1 and isinstance(c, Batch) else c
-                for d, c in enumerate(chunks[key])
+                for d, c in enumerate(parts_of_key)
             ]
 
     per_rank: list[tuple[tuple[Any, ...], dict[str, Any]]] = []

@@ -52,7 +52,9 @@ class FusedGroup:
         if isinstance(method, Method):
             owners = [r for r in owners if getattr(self._core.roles[r], name, None) is method]
         if not owners:
-            raise FusionError(f"no role of fused group {self.name!r} registers {name!r}; roles: {self.roles}")
+            raise FusionError(
+                f"no role of fused group {self.name!r} registers {name!r}; roles: {self.roles}"
+            )
         if len(owners) > 1:
             raise FusionError(
                 f"method-name clash in fused group {self.name!r}: roles {owners} all register "

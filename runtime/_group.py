@@ -107,12 +107,15 @@ def spawn_core(
     for role, spec in roles.items():
         for key, value in spec.env.items():
             if env.get(key, value) != value:
-                raise FusionError(f"role {role!r} sets env {key}={value!r}, another role {env[key]!r}")
+                raise FusionError(
+                    f"role {role!r} sets env {key}={value!r}, another role {env[key]!r}"
+                )
             env[key] = value
         for key, value in spec.options.items():
             if key in options and options[key] != value:
                 raise FusionError(
-                    f"role {role!r} sets backend option {key}={value!r}, another role {options[key]!r}"
+                    f"role {role!r} sets backend option {key}={value!r}, another role "
+                    f"{options[key]!r}"
                 )
             options[key] = value
     group = name or f"{next(iter(roles))}-{uuid.uuid4().hex[:6]}"
@@ -168,14 +171,19 @@ class LivenessMonitor:
     """
 
     def __init__(
-        self, group: WorkerGroup[Any], interval: float, on_failure: Callable[[WorkerDiedError], None] | None
+        self,
+        group: WorkerGroup[Any],
+        interval: float,
+        on_failure: Callable[[WorkerDiedError], None] | None,
     ) -> None:
         self.error: WorkerDiedError | None = None
         self._group = group
         self._interval = interval
         self._on_failure = on_failure
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"liveness-{group.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"liveness-{group.name}", daemon=True
+        )
         self._thread.start()
 
     def _loop(self) -> None:
@@ -243,10 +251,14 @@ class WorkerGroup(Generic[W]):
         self._timeout = timeout
 
     @classmethod
-    def view(cls, core: GroupCore, role: str, worker_cls: type[W], *, timeout: float | None = None) -> WorkerGroup[W]:
+    def view(
+        cls, core: GroupCore, role: str, worker_cls: type[W], *, timeout: float | None = None
+    ) -> WorkerGroup[W]:
         """A group onto existing ranks (a fused role, or attached detached workers)."""
         if role not in core.roles:
-            raise FusionError(f"unknown role {role!r} in group {core.name!r}; roles: {list(core.roles)}")
+            raise FusionError(
+                f"unknown role {role!r} in group {core.name!r}; roles: {list(core.roles)}"
+            )
         hosted = core.roles[role]
         if not issubclass(hosted, worker_cls):
             raise FusionError(
@@ -322,17 +334,26 @@ class WorkerGroup(Generic[W]):
 
     # ----------------------------------------------------------------- typed calls
     @overload
-    def call(self, method: Method[W, P, Co[R], Broadcast], /, *args: P.args, **kwargs: P.kwargs) -> list[R]: ...
+    def call(
+        self, method: Method[W, P, Co[R], Broadcast], /, *args: P.args, **kwargs: P.kwargs
+    ) -> list[R]: ...
     @overload
-    def call(self, method: Method[W, P, R, Broadcast], /, *args: P.args, **kwargs: P.kwargs) -> list[R]: ...
+    def call(
+        self, method: Method[W, P, R, Broadcast], /, *args: P.args, **kwargs: P.kwargs
+    ) -> list[R]: ...
     @overload
-    def call(self, method: Method[W, P, Co[R], RankZero], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    def call(
+        self, method: Method[W, P, Co[R], RankZero], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
     @overload
-    def call(self, method: Method[W, P, R, RankZero], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    def call(
+        self, method: Method[W, P, R, RankZero], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
     @overload
     def call(
         self,
-        method: Method[W, Concatenate[Batch, P], Co[Batch], Sharded] | Method[W, Concatenate[Batch, P], Batch, Sharded],
+        method: Method[W, Concatenate[Batch, P], Co[Batch], Sharded]
+        | Method[W, Concatenate[Batch, P], Batch, Sharded],
         data: Batch | BatchFuture,
         /,
         *args: P.args,
@@ -351,14 +372,26 @@ class WorkerGroup(Generic[W]):
     ) -> Batch: ...
     @overload
     def call(
-        self, method: Method[W, Concatenate[Batch, P], Co[R], ShardedList], data: Batch | BatchFuture, /, *args: P.args, **kwargs: P.kwargs
+        self,
+        method: Method[W, Concatenate[Batch, P], Co[R], ShardedList],
+        data: Batch | BatchFuture,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> list[R]: ...
     @overload
     def call(
-        self, method: Method[W, Concatenate[Batch, P], R, ShardedList], data: Batch | BatchFuture, /, *args: P.args, **kwargs: P.kwargs
+        self,
+        method: Method[W, Concatenate[Batch, P], R, ShardedList],
+        data: Batch | BatchFuture,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> list[R]: ...
     @overload
-    def call(self, method: Method[W, P, Any, Custom], /, *args: P.args, **kwargs: P.kwargs) -> Any: ...
+    def call(
+        self, method: Method[W, P, Any, Custom], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Any: ...
     def call(self, method: Method[Any, Any, Any, Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``method`` on the group and wait; the result type follows the dispatch mode.
 
@@ -367,17 +400,26 @@ class WorkerGroup(Generic[W]):
         return self._call(method, args, kwargs, None, blocking=True)
 
     @overload
-    def submit(self, method: Method[W, P, Co[R], Broadcast], /, *args: P.args, **kwargs: P.kwargs) -> GroupFuture[list[R]]: ...
+    def submit(
+        self, method: Method[W, P, Co[R], Broadcast], /, *args: P.args, **kwargs: P.kwargs
+    ) -> GroupFuture[list[R]]: ...
     @overload
-    def submit(self, method: Method[W, P, R, Broadcast], /, *args: P.args, **kwargs: P.kwargs) -> GroupFuture[list[R]]: ...
+    def submit(
+        self, method: Method[W, P, R, Broadcast], /, *args: P.args, **kwargs: P.kwargs
+    ) -> GroupFuture[list[R]]: ...
     @overload
-    def submit(self, method: Method[W, P, Co[R], RankZero], /, *args: P.args, **kwargs: P.kwargs) -> GroupFuture[R]: ...
+    def submit(
+        self, method: Method[W, P, Co[R], RankZero], /, *args: P.args, **kwargs: P.kwargs
+    ) -> GroupFuture[R]: ...
     @overload
-    def submit(self, method: Method[W, P, R, RankZero], /, *args: P.args, **kwargs: P.kwargs) -> GroupFuture[R]: ...
+    def submit(
+        self, method: Method[W, P, R, RankZero], /, *args: P.args, **kwargs: P.kwargs
+    ) -> GroupFuture[R]: ...
     @overload
     def submit(
         self,
-        method: Method[W, Concatenate[Batch, P], Co[Batch], Sharded] | Method[W, Concatenate[Batch, P], Batch, Sharded],
+        method: Method[W, Concatenate[Batch, P], Co[Batch], Sharded]
+        | Method[W, Concatenate[Batch, P], Batch, Sharded],
         data: Batch | BatchFuture,
         /,
         *args: P.args,
@@ -396,34 +438,58 @@ class WorkerGroup(Generic[W]):
     ) -> BatchFuture: ...
     @overload
     def submit(
-        self, method: Method[W, Concatenate[Batch, P], Co[R], ShardedList], data: Batch | BatchFuture, /, *args: P.args, **kwargs: P.kwargs
+        self,
+        method: Method[W, Concatenate[Batch, P], Co[R], ShardedList],
+        data: Batch | BatchFuture,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> GroupFuture[list[R]]: ...
     @overload
     def submit(
-        self, method: Method[W, Concatenate[Batch, P], R, ShardedList], data: Batch | BatchFuture, /, *args: P.args, **kwargs: P.kwargs
+        self,
+        method: Method[W, Concatenate[Batch, P], R, ShardedList],
+        data: Batch | BatchFuture,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> GroupFuture[list[R]]: ...
     @overload
-    def submit(self, method: Method[W, P, Any, Custom], /, *args: P.args, **kwargs: P.kwargs) -> GroupFuture[Any]: ...
+    def submit(
+        self, method: Method[W, P, Any, Custom], /, *args: P.args, **kwargs: P.kwargs
+    ) -> GroupFuture[Any]: ...
     def submit(self, method: Method[Any, Any, Any, Any], /, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`call` but returns a typed future at once (never blocks)."""
         return self._call(method, args, kwargs, None, blocking=False)
 
     @overload
-    def call_per_rank(self, method: Method[W, P, Co[R], PerRank], per_rank: Sequence[CallArgs[P]], /) -> list[R]: ...
+    def call_per_rank(
+        self, method: Method[W, P, Co[R], PerRank], per_rank: Sequence[CallArgs[P]], /
+    ) -> list[R]: ...
     @overload
-    def call_per_rank(self, method: Method[W, P, R, PerRank], per_rank: Sequence[CallArgs[P]], /) -> list[R]: ...
-    def call_per_rank(self, method: Method[Any, Any, Any, Any], per_rank: Sequence[CallArgs[Any]], /) -> Any:
+    def call_per_rank(
+        self, method: Method[W, P, R, PerRank], per_rank: Sequence[CallArgs[P]], /
+    ) -> list[R]: ...
+    def call_per_rank(
+        self, method: Method[Any, Any, Any, Any], per_rank: Sequence[CallArgs[Any]], /
+    ) -> Any:
         """Run a per-rank method (ALL_TO_ALL, DP_COMPUTE) with one argument set per rank::
 
-            group.call_per_rank(W.foo, [W.foo.bind(x=i) for i in range(group.world_size)])
+        group.call_per_rank(W.foo, [W.foo.bind(x=i) for i in range(group.world_size)])
         """
         return self._call(method, (), {}, per_rank, blocking=True)
 
     @overload
-    def submit_per_rank(self, method: Method[W, P, Co[R], PerRank], per_rank: Sequence[CallArgs[P]], /) -> GroupFuture[list[R]]: ...
+    def submit_per_rank(
+        self, method: Method[W, P, Co[R], PerRank], per_rank: Sequence[CallArgs[P]], /
+    ) -> GroupFuture[list[R]]: ...
     @overload
-    def submit_per_rank(self, method: Method[W, P, R, PerRank], per_rank: Sequence[CallArgs[P]], /) -> GroupFuture[list[R]]: ...
-    def submit_per_rank(self, method: Method[Any, Any, Any, Any], per_rank: Sequence[CallArgs[Any]], /) -> Any:
+    def submit_per_rank(
+        self, method: Method[W, P, R, PerRank], per_rank: Sequence[CallArgs[P]], /
+    ) -> GroupFuture[list[R]]: ...
+    def submit_per_rank(
+        self, method: Method[Any, Any, Any, Any], per_rank: Sequence[CallArgs[Any]], /
+    ) -> Any:
         """Non-blocking :meth:`call_per_rank`."""
         return self._call(method, (), {}, per_rank, blocking=False)
 
@@ -439,7 +505,9 @@ class WorkerGroup(Generic[W]):
         """Non-blocking :meth:`call_by_name`."""
         return self._dispatch(self._meta_by_name(name), args, kwargs, None, blocking=False)
 
-    def run_function(self, fn: Callable[Concatenate[W, P], R], /, *args: P.args, **kwargs: P.kwargs) -> list[R]:
+    def run_function(
+        self, fn: Callable[Concatenate[W, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> list[R]:
         """Run a driver-defined ``fn(worker, *args, **kwargs)`` on every rank (args shared once)."""
         meta = MethodMeta(RUN_FUNCTION, Dispatch.ONE_TO_ALL, Execute.ALL, is_async=False)
         result: list[R] = self._dispatch(meta, (fn, *args), kwargs, None, blocking=True)
@@ -477,7 +545,8 @@ class WorkerGroup(Generic[W]):
         if meta is None:
             raise DispatchError(
                 f"{self._cls.__qualname__}.{name} is not a registered method (role "
-                f"{self._role!r}); decorate it with @register(...). Registered: {self.method_names()}"
+                f"{self._role!r}); decorate it with @register(...). Registered: "
+                f"{self.method_names()}"
             )
         return meta
 
@@ -521,7 +590,12 @@ class WorkerGroup(Generic[W]):
                 f"{self._what(meta.name)} uses {meta.mode_name}; call_per_rank is only for "
                 "ALL_TO_ALL and DP_COMPUTE methods, use call()"
             )
-        if per_rank is None and not args and not kwargs and meta.dispatch in (Dispatch.ALL_TO_ALL, Dispatch.DP_COMPUTE):
+        if (
+            per_rank is None
+            and not args
+            and not kwargs
+            and meta.dispatch in (Dispatch.ALL_TO_ALL, Dispatch.DP_COMPUTE)
+        ):
             per_rank = [CallArgs((), {})] * self.world_size
         mesh = self._mesh(meta.dispatch.name) if isinstance(meta.dispatch, MeshMode) else None
         plan = plan_call(
@@ -534,7 +608,10 @@ class WorkerGroup(Generic[W]):
             mesh=mesh,
             per_rank=per_rank,
         )
-        calls = [RankCall(r, self._role, meta.name, a, k) for r, (a, k) in zip(plan.ranks, plan.per_rank, strict=True)]
+        calls = [
+            RankCall(r, self._role, meta.name, a, k)
+            for r, (a, k) in zip(plan.ranks, plan.per_rank, strict=True)
+        ]
         pending = self._core.backend.submit([self._core.workers[r] for r in plan.ranks], calls)
         future: GroupFuture[Any]
         if plan.part_rows is not None:
@@ -549,17 +626,30 @@ class WorkerGroup(Generic[W]):
             )
         else:
             future = GroupFuture(
-                self._core.backend, pending, plan.collector, what=self._what(meta.name), default_timeout=self._timeout
+                self._core.backend,
+                pending,
+                plan.collector,
+                what=self._what(meta.name),
+                default_timeout=self._timeout,
             )
         return future.get() if blocking else future
 
     def _execute(
-        self, method: str, _: object, collector: Collector, per_rank: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], blocking: bool
+        self,
+        method: str,
+        _: object,
+        collector: Collector,
+        per_rank: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+        blocking: bool,
     ) -> Any:
         calls = [RankCall(r, self._role, method, a, k) for r, (a, k) in enumerate(per_rank)]
         pending = self._core.backend.submit(self._core.workers, calls)
         future: GroupFuture[Any] = GroupFuture(
-            self._core.backend, pending, collector, what=self._what(method), default_timeout=self._timeout
+            self._core.backend,
+            pending,
+            collector,
+            what=self._what(method),
+            default_timeout=self._timeout,
         )
         return future.get() if blocking else future
 
@@ -569,7 +659,9 @@ class WorkerGroup(Generic[W]):
             cached = self._core.meshes.get(key)
         if cached is not None:
             return cached
-        infos = self._execute(MESH_INFO, None, Collector("list"), [((name,), {})] * self.world_size, True)
+        infos = self._execute(
+            MESH_INFO, None, Collector("list"), [((name,), {})] * self.world_size, True
+        )
         layout = MeshLayout.build(name, self._role, infos)
         with self._core.lock:
             self._core.meshes[key] = layout
@@ -580,4 +672,5 @@ class WorkerGroup(Generic[W]):
         return self._mesh(name)
 
     def __repr__(self) -> str:
-        return f"<WorkerGroup {self.name!r} role={self._role!r} {self._cls.__qualname__} x{self.world_size}>"
+        cls = self._cls.__qualname__
+        return f"<WorkerGroup {self.name!r} role={self._role!r} {cls} x{self.world_size}>"

@@ -11,6 +11,7 @@ worker, runs ``async def`` methods on its own event loop, and turns a raising me
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import inspect
 import os
@@ -22,7 +23,12 @@ from typing import Any, TypeVar
 import attrs
 
 from runtime._backend import HostLaunch
-from runtime._context import NotInWorkerError, WorkerContext, _using_context, normalize_visible_devices
+from runtime._context import (
+    NotInWorkerError,
+    WorkerContext,
+    _using_context,
+    normalize_visible_devices,
+)
 from runtime._future import fill_handles
 from runtime._register import get_method_meta
 from runtime.errors import DispatchError, FusionError, RemoteMethodError, WorkerStartError
@@ -92,7 +98,8 @@ class WorkerHost:
                     self.instances[role] = spec.build()
                 except Exception as exc:
                     raise WorkerStartError(
-                        f"constructing {spec.cls.__qualname__} failed: {type(exc).__name__}: {exc}\n"
+                        f"constructing {spec.cls.__qualname__} failed: "
+                        f"{type(exc).__name__}: {exc}\n"
                         f"--- remote traceback ---\n{traceback.format_exc()}",
                         role=role,
                         rank=self.context.rank,
@@ -113,7 +120,9 @@ class WorkerHost:
         rank = self.context.rank
         try:
             if role not in self.instances:
-                raise FusionError(f"role {role!r} is not hosted here; hosted: {list(self.instances)}")
+                raise FusionError(
+                    f"role {role!r} is not hosted here; hosted: {list(self.instances)}"
+                )
             if resolved:
                 args, kwargs = fill_handles(args, kwargs, resolved)
             if method == MESH_INFO:
@@ -151,7 +160,14 @@ class WorkerHost:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         ctx = contextvars.copy_context()
-        return ctx.run(self._loop.run_until_complete, awaitable)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return ctx.run(self._loop.run_until_complete, awaitable)
+        # The caller's thread already runs an event loop (an async driver on an in-process
+        # backend) and one thread cannot run two loops: drive this host's loop from a helper.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(ctx.run, self._loop.run_until_complete, awaitable).result()
 
     def close(self) -> None:
         if self._loop is not None:

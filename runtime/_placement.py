@@ -160,7 +160,9 @@ class ResourcePool:
             nodes: list[NodeSlots] = []
             for node, group in itertools.groupby(chunk, key=lambda nb: nb[0]):
                 bundles = [b for _, b in group]
-                nodes.append(NodeSlots(node.root, node.index, node.capacity, bundles[0], len(bundles)))
+                nodes.append(
+                    NodeSlots(node.root, node.index, node.capacity, bundles[0], len(bundles))
+                )
             out.append(attrs.evolve(self, nodes=tuple(nodes), name=f"{self.name}/{k}"))
         return out
 
@@ -235,7 +237,9 @@ def plan_placement(pool: ResourcePool, node_ips: Sequence[str]) -> PlacementPlan
     for i in order:
         per_ip[node_ips[i]] = per_ip.get(node_ips[i], 0) + pool.nodes[i].count
     seen: dict[str, int] = {}
-    share = (pool.devices_per_process / pool.max_colocate_count) if pool.devices_per_process else 0.0
+    share = (
+        (pool.devices_per_process / pool.max_colocate_count) if pool.devices_per_process else 0.0
+    )
     ranks: list[RankPlacement] = []
     for i in order:
         node, ip = pool.nodes[i], node_ips[i]

@@ -61,7 +61,7 @@ __all__ = [
     "update_dispatch_mode",
 ]
 
-S = TypeVar("S", contravariant=True)
+S_contra = TypeVar("S_contra", contravariant=True)
 S2 = TypeVar("S2")
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -119,7 +119,9 @@ class Custom:
 
 
 #: ``dispatch_fn(world_size, args, kwargs) -> per-rank [(args, kwargs), ...]``
-DispatchFn = Callable[[int, tuple[Any, ...], dict[str, Any]], Sequence[tuple[tuple[Any, ...], dict[str, Any]]]]
+DispatchFn = Callable[
+    [int, tuple[Any, ...], dict[str, Any]], Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
+]
 #: ``collect_fn(outputs) -> result`` with ``outputs`` in rank order
 CollectFn = Callable[[list[Any]], Any]
 
@@ -227,7 +229,7 @@ class CallArgs(Generic[P]):
     kwargs: dict[str, Any]
 
 
-class Method(Generic[S, P, R_co, M_co]):
+class Method(Generic[S_contra, P, R_co, M_co]):
     """A registered worker method: the function plus its :class:`MethodMeta`.
 
     As a descriptor it is transparent: ``instance.method(...)`` calls the function.
@@ -244,9 +246,11 @@ class Method(Generic[S, P, R_co, M_co]):
         self.__wrapped__ = fn
 
     @overload
-    def __get__(self, instance: None, owner: type[Any] | None = None) -> Method[S, P, R_co, M_co]: ...
+    def __get__(
+        self, instance: None, owner: type[Any] | None = None
+    ) -> Method[S_contra, P, R_co, M_co]: ...
     @overload
-    def __get__(self, instance: S, owner: type[Any] | None = None) -> Callable[P, R_co]: ...
+    def __get__(self, instance: S_contra, owner: type[Any] | None = None) -> Callable[P, R_co]: ...
     def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
         if instance is None:
             return self
@@ -295,9 +299,7 @@ def register(
     execute_mode: Literal[Execute.RANK_ZERO],
 ) -> Registrar[RankZero]: ...
 @overload
-def register(
-    *, execute_mode: Literal[Execute.RANK_ZERO]
-) -> Registrar[RankZero]: ...
+def register(*, execute_mode: Literal[Execute.RANK_ZERO]) -> Registrar[RankZero]: ...
 @overload
 def register(
     dispatch_mode: Literal[Dispatch.RANK_ZERO],

@@ -172,7 +172,7 @@ def _rebuild_timeout(
 
 
 class PlacementError(RuntimeErrorBase):
-    """The backend cannot place a resource pool (asks for more than the cluster has, or timed out)."""
+    """The backend cannot place a resource pool (more than the cluster has, or timed out)."""
 
 
 class DispatchError(RuntimeErrorBase, ValueError):

@@ -79,12 +79,25 @@ class FaultInjector:
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
 
-    def die(self, rank: int | None = None, *, role: str | None = None, method: str | None = None, group: str | None = None) -> Fault:
+    def die(
+        self,
+        rank: int | None = None,
+        *,
+        role: str | None = None,
+        method: str | None = None,
+        group: str | None = None,
+    ) -> Fault:
         """The rank's process dies when the matching call arrives (it stays dead)."""
         return self._add(Fault("die", rank, role, method, group))
 
     def hang(
-        self, rank: int | None = None, *, role: str | None = None, method: str | None = None, group: str | None = None, times: int | None = 1
+        self,
+        rank: int | None = None,
+        *,
+        role: str | None = None,
+        method: str | None = None,
+        group: str | None = None,
+        times: int | None = 1,
     ) -> Fault:
         """The matching call never answers."""
         return self._add(Fault("hang", rank, role, method, group, times=times))
@@ -165,7 +178,9 @@ class InProcessBackend:
     of arguments and results (faster; workers then see the caller's objects).
     """
 
-    def __init__(self, *, nodes: int = 1, devices_per_node: int = 8, copy_values: bool = True) -> None:
+    def __init__(
+        self, *, nodes: int = 1, devices_per_node: int = 8, copy_values: bool = True
+    ) -> None:
         if nodes < 1:
             raise ValueError(f"nodes={nodes!r}; need >= 1")
         self.nodes = nodes
@@ -184,8 +199,8 @@ class InProcessBackend:
         for node in pool.nodes:
             if need * node.capacity > self.devices_per_node:
                 raise PlacementError(
-                    f"pool {pool.name!r} asks for {node.capacity} processes x {need} devices on one "
-                    f"node, but each in-process node has {self.devices_per_node} devices; lower "
+                    f"pool {pool.name!r} asks for {node.capacity} processes x {need} devices "
+                    f"on one node, but each in-process node has {self.devices_per_node} devices; lower "
                     "the counts or create InProcessBackend(devices_per_node=...)"
                 )
             with self._lock:
@@ -194,7 +209,9 @@ class InProcessBackend:
                 ips.append(self._reserved[node.key])
         return ips
 
-    def master_endpoint(self, node_ip: str, *, port_range: tuple[int, int] | None = None) -> tuple[str, int]:
+    def master_endpoint(
+        self, node_ip: str, *, port_range: tuple[int, int] | None = None
+    ) -> tuple[str, int]:
         if port_range is None:
             return node_ip, free_port()
         import socket
@@ -289,7 +306,10 @@ class InProcessBackend:
             return handle  # a shared value: share() is the identity here
         if handle.hang:
             raise CallTimeoutError(
-                method=handle.method, role=handle.role, pending_ranks=[handle.rank], timeout=float("inf")
+                method=handle.method,
+                role=handle.role,
+                pending_ranks=[handle.rank],
+                timeout=float("inf"),
             )
         if handle.error is not None:
             raise handle.error
@@ -300,7 +320,9 @@ class InProcessBackend:
             return value
         buffers: list[pickle.PickleBuffer] = []
         data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-        return pickle.loads(data, buffers=buffers)
+        # The out-of-band buffers are views of the sender's memory: hand the receiver copies,
+        # as a real transport would, or it would alias (and could mutate) the caller's data.
+        return pickle.loads(data, buffers=[bytearray(b) for b in buffers])
 
     def _run(self, worker: InProcessWorker, call: RankCall) -> _Pending:
         pending = _Pending(call.rank, call.role, call.method, ready_at=time.monotonic())
@@ -308,7 +330,10 @@ class InProcessBackend:
         if not worker.alive:
             pending.error = WorkerDiedError(
                 "the worker is dead (terminated or killed); restart the group",
-                role=call.role, rank=call.rank, method=call.method, node=ctx.node_ip,
+                role=call.role,
+                rank=call.rank,
+                method=call.method,
+                node=ctx.node_ip,
             )
             return pending
         fault = self.faults.take(worker.launch.group, call)
@@ -316,7 +341,10 @@ class InProcessBackend:
             worker.alive = False
             pending.error = WorkerDiedError(
                 "the worker process died during the call (injected fault)",
-                role=call.role, rank=call.rank, method=call.method, node=ctx.node_ip,
+                role=call.role,
+                rank=call.rank,
+                method=call.method,
+                node=ctx.node_ip,
             )
             return pending
         if fault is not None and fault.kind == "hang":
@@ -328,14 +356,19 @@ class InProcessBackend:
                 remote_type=type(err).__qualname__,
                 remote_message=str(err),
                 remote_traceback="".join(traceback.format_exception_only(err)),
-                role=call.role, rank=call.rank, method=call.method, node=ctx.node_ip,
+                role=call.role,
+                rank=call.rank,
+                method=call.method,
+                node=ctx.node_ip,
             )
             return pending
         args, kwargs, handles = extract_handles(call.args, call.kwargs)
         began = time.monotonic()
         try:
             resolved = [self._resolve(h) for h in handles]
-            value = worker.host.invoke(call.role, call.method, self._copy(args), self._copy(kwargs), self._copy(resolved))
+            value = worker.host.invoke(
+                call.role, call.method, self._copy(args), self._copy(kwargs), self._copy(resolved)
+            )
             pending.value = self._copy(value)
         except (WorkerError, CallTimeoutError) as err:
             pending.error = err
@@ -346,7 +379,10 @@ class InProcessBackend:
                 remote_type=type(err).__qualname__,
                 remote_message=f"value could not be pickled: {err}",
                 remote_traceback=buf.getvalue(),
-                role=call.role, rank=call.rank, method=call.method, node=ctx.node_ip,
+                role=call.role,
+                rank=call.rank,
+                method=call.method,
+                node=ctx.node_ip,
             )
         pending.took = time.monotonic() - began
         pending.ready_at = time.monotonic()
