@@ -91,7 +91,7 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class KVCache:
     """Keys and values of every token a model has seen, for incremental decoding.
 
@@ -102,6 +102,7 @@ class KVCache:
         next_positions: ``(B,)`` long, the position id the next real token of each row gets.
 
     A cache is immutable: :meth:`CausalTransformer.forward` returns a new one that extends it.
+    Equality is identity (tensors have no single truth value).
     """
 
     layers: tuple[tuple[Tensor, Tensor], ...]
@@ -369,7 +370,7 @@ class CausalTransformer(nn.Module):
         return hidden, KVCache(tuple(new_layers), full_mask, next_positions)
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class GenerationOutput:
     """What :func:`generate` returns. ``P`` = prompt width, ``R`` = ``max_new_tokens``.
 

@@ -154,10 +154,11 @@ def _check_len_range(min_len: int, max_len: int) -> None:
 class AdditionTask:
     """``"a+b="`` -> ``str(a + b)``, with ``a, b`` uniform in ``[min_operand, max_operand]``.
 
-    The default (single digits, 100 distinct prompts, sums 0..18) is the demo task: a ~100k
-    parameter model reaches ~30-50 % greedy accuracy after a short supervised warm-up and
-    RL takes it most of the rest of the way in minutes on 2 CPU cores (see
-    ``benchmarks/bench_task_learnability.py``).
+    The default (single digits, 100 distinct prompts, sums 0..18) is the demo task. Measured
+    with the default 107k-parameter model on one CPU thread: 75 warm-up steps (batch 32,
+    lr 3e-3, ~1 s) give ~40 % greedy accuracy (~24 % sampled); a plain on-policy GRPO loop
+    (32 prompts x 8 samples, lr 3e-4) then reaches 90+ % in ~300 steps (~45 s). See
+    ``benchmarks/bench_task_learnability.py``.
     """
 
     max_operand: int = attrs.field(default=9, validator=_non_negative)

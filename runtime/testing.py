@@ -200,8 +200,8 @@ class InProcessBackend:
             if need * node.capacity > self.devices_per_node:
                 raise PlacementError(
                     f"pool {pool.name!r} asks for {node.capacity} processes x {need} devices "
-                    f"on one node, but each in-process node has {self.devices_per_node} devices; lower "
-                    "the counts or create InProcessBackend(devices_per_node=...)"
+                    f"on one node, but each in-process node has {self.devices_per_node} "
+                    "devices; lower the counts or create InProcessBackend(devices_per_node=...)"
                 )
             with self._lock:
                 if node.key not in self._reserved:
