@@ -20,7 +20,7 @@ class MetricsWriter:
 
     def truncate_after(self, step: int) -> None:
         """Keep only rows of steps ``<= step`` (all rows are dropped for a fresh run, step 0)."""
-        rows = [r for r in read_metrics(self.path) if 0 < int(r.get("step", 0)) <= step]
+        rows = [r for r in read_metrics(self.path) if step > 0 and int(r.get("step", 0)) <= step]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(self.path)

@@ -1,0 +1,151 @@
+"""PPOTrainer end to end on the in-process backend (tiny configs), config errors, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ppo import ConfigError, PPOTrainer, load_config
+from ppo.metrics import read_metrics
+from runtime.testing import InProcessBackend
+from tests.trainer_support import short_answer_reward, tiny_config, training_values
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_grpo_trains_end_to_end_and_writes_outputs(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    backend = InProcessBackend()
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=short_answer_reward) as trainer:
+        history = trainer.fit()
+    train_rows = [r for r in history if r["step"] > 0]
+    assert [r["step"] for r in train_rows] == [1, 2, 3]
+    for row in train_rows:
+        assert 0.0 < row["reward/mean"] <= 1.0
+        assert row["timing/step_s"] > 0
+        assert row["actor/grad_norm"] > 0  # real gradients flowed
+        assert "actor/pg_clipfrac" in row
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert {r["step"] for r in rows if "val/accuracy" in r} == {0, 2, 3}
+    assert (tmp_path / "reward_curve.png").stat().st_size > 1000
+    latest = (tmp_path / "checkpoints" / "latest").read_text().strip()
+    assert latest == "step_3"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "latest",
+        "step_2",
+        "step_3",
+    ]
+    assert (tmp_path / "checkpoints" / "step_3" / "actor.pt").is_file()
+
+
+def test_gae_with_critic_and_kl_trains(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        [
+            "algorithm.adv_estimator='gae'",
+            "algorithm.use_kl_in_reward=true",
+            "algorithm.kl_ctrl='adaptive'",
+            "actor.use_kl_loss=true",
+            "actor.entropy_coeff=0.01",
+            "trainer.save_freq=3",
+        ],
+    )
+    with PPOTrainer(backend=InProcessBackend(), config=cfg) as trainer:
+        history = trainer.fit()
+    last = history[-1]
+    assert last["critic/vf_loss"] >= 0
+    assert "critic/vf_clipfrac" in last
+    assert "kl/coef" in last
+    assert "actor/kl_loss" in last
+    assert (tmp_path / "checkpoints" / "step_3" / "critic.pt").is_file()
+
+
+def test_data_parallel_needs_one_process_per_rank(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, ["resources.actor_ranks=2"])
+    trainer = PPOTrainer(backend=InProcessBackend(), config=cfg)
+    with pytest.raises(ConfigError, match=r"resources\.actor_ranks = 2.*one process per rank"):
+        trainer.init_workers()
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("actor.lr=-1", "actor.lr"),
+        ("actor.clip_c=0.5", "actor.clip_c"),
+        ("algorithm.adv_estimator='nope'", "algorithm.adv_estimator"),
+        ("trainer.total_steps='many'", "trainer.total_steps"),
+        ("rollout.n=0", "rollout.n"),
+        ("actor.mini_batches=7", "actor.mini_batches"),
+        ("model.n_heads=5", "model.n_heads"),
+    ],
+)
+def test_config_errors_name_the_field(override: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_config_rejects_unknown_fields_and_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"actor\.nope"):
+        load_config(None, ["actor.nope=1"])
+    with pytest.raises(ConfigError, match="section=value|section.field=value"):
+        load_config(None, ["justtext"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[actor\nlr = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+_CRASHING_RUN = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from ppo import PPOTrainer
+    from runtime.testing import InProcessBackend
+    from tests.trainer_support import tiny_config
+
+    run_dir, crash_at, steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    cfg = tiny_config(run_dir, [f"trainer.total_steps={steps}", "trainer.save_freq=2"])
+
+    def on_step(row):
+        if row["step"] == crash_at:
+            os._exit(137)  # a hard kill: no cleanup, no final checkpoint
+
+    PPOTrainer(backend=InProcessBackend(), config=cfg, on_step=on_step).fit()
+    """
+)
+
+
+def _run(script_args: list[str]) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASHING_RUN, *script_args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode not in (0, 137):
+        raise AssertionError(proc.stderr[-3000:])
+    return proc.returncode
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    assert _run([str(straight), "0", "4"]) == 0
+    # Killed during step 3, after the step-2 checkpoint; then resumed ("auto") to step 4.
+    assert _run([str(crashed), "3", "4"]) == 137
+    assert (crashed / "checkpoints" / "latest").read_text().strip() == "step_2"
+    assert _run([str(crashed), "0", "4"]) == 0
+    a = {r["step"]: training_values(r) for r in read_metrics(straight / "metrics.jsonl")}
+    b = {r["step"]: training_values(r) for r in read_metrics(crashed / "metrics.jsonl")}
+    assert sorted(b) == [0, 1, 2, 3, 4]
+    for step in (3, 4):
+        assert json.dumps(a[step], sort_keys=True) == json.dumps(b[step], sort_keys=True)
