@@ -93,7 +93,7 @@ def test_config_errors_name_the_field(override: str, field: str) -> None:
 def test_config_rejects_unknown_fields_and_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"actor\.nope"):
         load_config(None, ["actor.nope=1"])
-    with pytest.raises(ConfigError, match="section=value|section.field=value"):
+    with pytest.raises(ConfigError, match=r"section\.field=value"):
         load_config(None, ["justtext"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
