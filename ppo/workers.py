@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ppo.algos import (
+    AggKwargs,
     agg_loss,
     agg_normalizers,
     get_policy_loss,
@@ -80,6 +81,33 @@ class _DataParallel:
         if self.world_size > 1:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
+
+    def global_counts(self, mask: Tensor, horizon: int) -> AggKwargs:
+        """Aggregation normalisers of a mini-batch: valid tokens and sequences summed over
+        every rank's shard, and the fixed ``horizon`` (the response width)."""
+        counts = agg_normalizers(mask)
+        local = [counts["global_tokens"], counts["global_seqs"]]
+        totals = self.sum_(torch.tensor(local, dtype=torch.float64))
+        return {
+            "global_tokens": float(totals[0]),
+            "global_seqs": float(totals[1]),
+            "horizon": horizon,
+        }
+
+    def step(
+        self,
+        loss: Tensor,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        grad_clip: float,
+    ) -> float:
+        """Backward, sum gradients over ranks, clip, step; returns the gradient norm."""
+        optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)
+        self.sum_grads(model.parameters())
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        return float(grad_norm)
 
     def sum_grads(self, params: Iterator[torch.nn.Parameter]) -> None:
         if self.world_size == 1:
@@ -264,13 +292,7 @@ class ActorRolloutWorker:
             for idx in perm.chunk(cfg.mini_batches):
                 mb = batch.select_idxs(idx)
                 mask = mb.tensors["response_mask"].to(self.device)
-                counts = agg_normalizers(mask)
-                totals = dp.sum_(
-                    torch.tensor(
-                        [counts["global_tokens"], counts["global_seqs"]], dtype=torch.float64
-                    )
-                )
-                norm = {"global_tokens": float(totals[0]), "global_seqs": float(totals[1])}
+                norm = dp.global_counts(mask, horizon)
                 want_entropy = cfg.entropy_coeff > 0
                 logp, ent = self._log_probs(self.model, mb, with_entropy=want_entropy)
                 loss, m = self.policy_loss(
@@ -282,28 +304,22 @@ class ActorRolloutWorker:
                     clip_high=cfg.clip_high,
                     clip_c=cfg.clip_c,
                     agg=cfg.loss_agg_mode,
-                    horizon=horizon,
                     **norm,
                 )
                 stats = dict(m)
                 stats["pg_loss"] = float(loss.detach()) * dp.world_size
                 if ent is not None:
-                    ent_loss = agg_loss(ent, mask, cfg.loss_agg_mode, horizon=horizon, **norm)
+                    ent_loss = agg_loss(ent, mask, cfg.loss_agg_mode, **norm)
                     loss = loss - cfg.entropy_coeff * ent_loss
                     stats["entropy"] = float(ent_loss.detach()) * dp.world_size
                 if cfg.use_kl_loss:
                     kl = kl_penalty(
                         logp, mb.tensors["ref_log_probs"].to(self.device), cfg.kl_loss_type
                     )
-                    kl_loss = agg_loss(kl, mask, cfg.loss_agg_mode, horizon=horizon, **norm)
+                    kl_loss = agg_loss(kl, mask, cfg.loss_agg_mode, **norm)
                     loss = loss + cfg.kl_loss_coef * kl_loss
                     stats["kl_loss"] = float(kl_loss.detach()) * dp.world_size
-                self.optimizer.zero_grad(set_to_none=True)
-                torch.autograd.backward(loss)
-                dp.sum_grads(self.model.parameters())
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                stats["grad_norm"] = float(grad_norm)
+                stats["grad_norm"] = dp.step(loss, self.model, self.optimizer, cfg.grad_clip)
                 metrics.append(stats)
         self.model.eval()
         out = _mean_metrics(metrics)
@@ -399,12 +415,7 @@ class CriticWorker:
             for idx in torch.randperm(len(batch), generator=gen).chunk(cfg.mini_batches):
                 mb = batch.select_idxs(idx)
                 mask = mb.tensors["response_mask"].to(self.device)
-                counts = agg_normalizers(mask)
-                totals = dp.sum_(
-                    torch.tensor(
-                        [counts["global_tokens"], counts["global_seqs"]], dtype=torch.float64
-                    )
-                )
+                norm = dp.global_counts(mask, _response_len(batch))
                 loss, m = value_loss(
                     self._values(mb),
                     mb.tensors["values"].to(self.device),
@@ -412,17 +423,11 @@ class CriticWorker:
                     mask,
                     cfg.cliprange_value,
                     agg="token-mean",
-                    global_tokens=float(totals[0]),
-                    global_seqs=float(totals[1]),
+                    **norm,
                 )
-                self.optimizer.zero_grad(set_to_none=True)
-                torch.autograd.backward(loss)
-                dp.sum_grads(self.model.parameters())
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
                 stats = dict(m)
                 stats["vf_loss"] = float(loss.detach()) * dp.world_size
-                stats["grad_norm"] = float(grad_norm)
+                stats["grad_norm"] = dp.step(loss, self.model, self.optimizer, cfg.grad_clip)
                 metrics.append(stats)
         self.model.eval()
         return _mean_metrics(metrics)
