@@ -1,0 +1,131 @@
+"""The adapter's one Ray actor class: a generic host for one rank.
+
+:class:`RayHost` is a plain class wrapped **once** with ``ray.remote`` (:data:`HostActor`).
+It never runs user code in its constructor: Ray reports errors raised in an actor's
+``__init__`` opaquely, so the driver creates every actor first and then calls
+:meth:`RayHost.start`, which unpickles the launch, finalises the worker context with the
+devices Ray actually assigned, and builds a :class:`runtime.WorkerHost` (whose constructor
+errors come back as :class:`~runtime.errors.WorkerStartError` with the remote traceback).
+
+Concurrency: the default group keeps Ray's default of one thread, so user methods run one at
+a time, in order, always on the same thread. :meth:`RayHost.ping` lives in its own
+concurrency group (:data:`CONTROL_GROUP`), so liveness probes answer while a long method runs.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import ray
+
+from runtime._backend import HostLaunch
+from runtime._context import WorkerContext
+from runtime._host import WorkerHost
+from runtime.errors import WorkerStartError
+from runtime_ray._casts import actor_class
+
+__all__ = ["CONTROL_GROUP", "NOSET_ENV", "HostActor", "Invocation", "RayHost", "final_context"]
+
+#: The concurrency group of liveness probes (one thread, separate from user methods).
+CONTROL_GROUP = "control"
+
+#: Ray's switch that stops it from setting ``CUDA_VISIBLE_DEVICES`` in GPU actors.
+NOSET_ENV = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
+
+#: ``(role, method, args, kwargs)``: one rank's call as :meth:`RayHost.invoke` receives it.
+Invocation = tuple[str, str, Sequence[Any], Mapping[str, Any]]
+
+
+def final_context(planned: WorkerContext, gpu_ids: Sequence[str], *, noset: bool) -> WorkerContext:
+    """The context a rank really runs with, given the GPU ids Ray assigned to its actor.
+
+    Normal mode: ``visible_devices`` are Ray's ids (what Ray put in ``CUDA_VISIBLE_DEVICES``;
+    the plan only guessed them). NOSET mode: every device stays visible, so
+    ``visible_devices`` is empty and ``local_rank`` is the first assigned id (the device index
+    to use, e.g. ``cuda:{local_rank}``), as verl does.
+    """
+    ids = tuple(str(i) for i in gpu_ids)
+    if noset:
+        local_rank = int(ids[0]) if ids else planned.local_rank
+        return attrs.evolve(planned, visible_devices=(), local_rank=local_rank)
+    return attrs.evolve(planned, visible_devices=ids)
+
+
+class RayHost:
+    """One rank's Ray actor: holds a :class:`runtime.WorkerHost` once :meth:`start` has run.
+
+    ``payload`` is the pickled :class:`runtime.HostLaunch` (unpickled in :meth:`start`, so a
+    worker class that cannot be imported on the worker also becomes a clear
+    :class:`~runtime.errors.WorkerStartError`).
+    """
+
+    def __init__(self, name: str, role: str, rank: int, payload: bytes, noset: bool) -> None:
+        self._name = name
+        self._role = role
+        self._rank = rank
+        self._payload = payload
+        self._noset = noset
+        self._host: WorkerHost | None = None
+
+    def __repr__(self) -> str:
+        # Ray prefixes the actor's log lines with this (e.g. "(group:role:0 pid=123)").
+        return self._name
+
+    def start(self) -> WorkerContext:
+        """Finalise the context, export the environment, build the worker(s); return the
+        final context. Idempotent."""
+        if self._host is not None:
+            return self._host.context
+        try:
+            launch = pickle.loads(self._payload)
+        except Exception as exc:
+            raise WorkerStartError(
+                f"could not unpickle the launch of {self._name!r} on the worker: "
+                f"{type(exc).__name__}: {exc}. The worker class must be importable in Ray's "
+                "worker processes (install its package, or set PYTHONPATH / a working_dir in "
+                "RayBackend(runtime_env=...)).\n--- remote traceback ---\n"
+                f"{traceback.format_exc()}",
+                role=self._role,
+                rank=self._rank,
+                method="__init__",
+            ) from exc
+        if not isinstance(launch, HostLaunch):
+            raise WorkerStartError(
+                f"expected a HostLaunch, got {type(launch).__name__}",
+                role=self._role,
+                rank=self._rank,
+            )
+        gpu_ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+        context = final_context(launch.context, gpu_ids, noset=self._noset)
+        host = WorkerHost(attrs.evolve(launch, context=context), scoped_env=False)
+        host.start()
+        self._host = host
+        return context
+
+    def invoke(self, call: Invocation, *resolved: Any) -> Any:
+        """Run ``role.method(*args, **kwargs)`` with ``call = (role, method, args, kwargs)``;
+        Ray resolved the lifted handles into ``resolved`` already.
+
+        The call travels as ONE argument: Ray serializes each actor-call argument separately,
+        and four small ones cost ~0.5 ms more per 4-rank call than one tuple (measured).
+        """
+        role, method, args, kwargs = call
+        if self._host is None:
+            raise WorkerStartError(
+                "the host was not started", role=role, rank=self._rank, method=method
+            )
+        return self._host.invoke(role, method, args, kwargs, resolved)
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def ping(self) -> int:
+        """Liveness probe (own concurrency group: answers while a method runs)."""
+        return os.getpid()
+
+
+#: :class:`RayHost` wrapped once with ``ray.remote``; the adapter's only actor class.
+HostActor = actor_class(RayHost, concurrency_groups={CONTROL_GROUP: 1})

@@ -1,0 +1,1 @@
+"""Tests of ``runtime_ray.RayBackend`` on a real local Ray cluster (marked ``ray``)."""

@@ -1,0 +1,42 @@
+"""A second Ray driver for ``test_detached_group_attach_from_another_driver``.
+
+Run as ``python -m tests.ray._attach_driver ADDRESS NAMESPACE NAME...``: connects to the running
+cluster, attaches to the detached hosts ``NAME...``, calls them, prints one JSON line, then
+kills them (``group.shutdown()``) and disconnects. Exits non-zero on any failure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from runtime_ray import attach
+from tests.ray.workers import Probe
+
+
+def main(argv: list[str]) -> int:
+    address, namespace, *names = argv
+    group = attach(names, Probe, role="probe", namespace=namespace, address=address)
+    try:
+        echo = group.call(Probe.rank_plus, 10)
+        contexts = group.contexts()
+        tags = [seen["tag"] for seen in group.call(Probe.seen)]
+        print(
+            json.dumps(
+                {
+                    "echo": echo,
+                    "ranks": [c.rank for c in contexts],
+                    "group": group.name,
+                    "names": group.worker_names,
+                    "tags": tags,
+                }
+            )
+        )
+        group.shutdown()  # kills the detached workers: they belong to nobody else now
+    finally:
+        group.backend.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,30 @@
+"""PPOTrainer on RayBackend: two data-parallel actor ranks (gloo) in separate processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ppo import PPOTrainer
+from ppo.metrics import read_metrics
+from runtime_ray import RayBackend
+from tests.trainer_support import short_answer_reward, tiny_config
+
+pytestmark = pytest.mark.ray
+
+
+def test_grpo_with_two_data_parallel_ranks_on_ray(backend: RayBackend, tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, ["resources.actor_ranks=2", "trainer.total_steps=2"])
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=short_answer_reward) as trainer:
+        history = trainer.fit()
+        assert trainer.actor is not None
+        assert trainer.actor.world_size == 2
+        contexts = trainer.actor.contexts()
+        assert [c.rank for c in contexts] == [0, 1]
+        assert {c.world_size for c in contexts} == {2}
+    rows = [r for r in history if r["step"] > 0]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["actor/grad_norm"] > 0 for r in rows)
+    assert (tmp_path / "checkpoints" / "step_2" / "actor.pt").is_file()
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1, 2]
