@@ -62,13 +62,15 @@ class WorkerHost:
         self.scoped_env = scoped_env
         self.instances: dict[str, object] = {}
         self.meshes: dict[str, dict[str, tuple[int, bool]]] = {r: {} for r in launch.role_names}
+        self._contexts = {r: attrs.evolve(self.context, role=r) for r in launch.role_names}
         self._env = normalize_visible_devices({**launch.env, **launch.context.env()})
         self._loop: asyncio.AbstractEventLoop | None = None
         if not scoped_env:
             os.environ.update(self._env)
 
     def role_context(self, role: str) -> WorkerContext:
-        return attrs.evolve(self.context, role=role)
+        """The context ``role`` sees on this rank (built once per role)."""
+        return self._contexts[role]
 
     @contextmanager
     def activate(self, role: str) -> Iterator[None]:

@@ -36,11 +36,11 @@ from runtime.errors import DispatchError
 __all__ = [
     "Broadcast",
     "CallArgs",
+    "CollectFn",
     "Custom",
     "CustomMode",
     "Dispatch",
     "DispatchFn",
-    "CollectFn",
     "Execute",
     "MeshMode",
     "Method",

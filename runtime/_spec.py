@@ -14,6 +14,12 @@ __all__ = ["WorkerSpec"]
 W = TypeVar("W")
 P = ParamSpec("P")
 
+_NOT_A_CLASS = (
+    "WorkerSpec needs a plain class, got {value!r} ({kind}). Pass the class itself: not an "
+    "instance or a function, and not a class wrapped by a backend decorator such as "
+    "@ray.remote (the backend would silently drop the options that wrapper carries)."
+)
+
 
 @attrs.frozen
 class WorkerSpec(Generic[W]):
@@ -36,19 +42,14 @@ class WorkerSpec(Generic[W]):
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.cls, type):
-            raise TypeError(
-                f"WorkerSpec needs a plain class, got {self.cls!r} ({type(self.cls).__name__})"
-            )
+            raise ValueError(_NOT_A_CLASS.format(value=self.cls, kind=type(self.cls).__name__))
         check_extra_env(self.env, where=f"env of worker {self.cls.__qualname__}")
 
     @classmethod
     def of(cls, worker_cls: Callable[P, W], /, *args: P.args, **kwargs: P.kwargs) -> WorkerSpec[W]:
         """A spec whose constructor arguments mypy checks against ``worker_cls``."""
         if not isinstance(worker_cls, type):
-            raise TypeError(
-                f"WorkerSpec.of needs a plain class, got {worker_cls!r}; pass the class itself "
-                "(not an instance, a function or a backend-wrapped class)."
-            )
+            raise ValueError(_NOT_A_CLASS.format(value=worker_cls, kind=type(worker_cls).__name__))
         return WorkerSpec(worker_cls, tuple(args), dict(kwargs))
 
     def with_options(self, **options: Any) -> WorkerSpec[W]:
