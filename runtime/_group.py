@@ -395,7 +395,9 @@ class WorkerGroup(Generic[W]):
     def call(self, method: Method[Any, Any, Any, Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``method`` on the group and wait; the result type follows the dispatch mode.
 
-        Per-rank modes (ALL_TO_ALL, DP_COMPUTE) use :meth:`call_per_rank` instead.
+        Per-rank modes (ALL_TO_ALL, DP_COMPUTE) use :meth:`call_per_rank` instead. A custom
+        mode is checked against the method's own parameters; a custom dispatch that reshapes
+        the arguments (e.g. lists cycled to the world size) is called with :meth:`call_by_name`.
         """
         return self._call(method, args, kwargs, None, blocking=True)
 

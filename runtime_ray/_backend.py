@@ -493,7 +493,11 @@ class RayBackend:
 
     def terminate(self, workers: Sequence[object]) -> None:
         """Kill these hosts (idempotent). A reservation whose last actor this kills is
-        released (its placement group removed); ``reserve`` makes a new one when needed."""
+        released (its placement group removed); ``reserve`` makes a new one when needed.
+        After Ray itself has shut down there is nothing left to kill: a no-op (never restarts
+        a cluster just to clean up)."""
+        if not ray.is_initialized():
+            return
         self._kill([self._worker(w) for w in workers])
 
     def _kill(self, workers: Sequence[RayWorker], also: Sequence[tuple[str, int]] = ()) -> None:
