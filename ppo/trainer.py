@@ -459,9 +459,14 @@ class PPOTrainer:
                     self.on_step(row)
         finally:
             bar.close()
-        plot_reward_curve(
+        plot = plot_reward_curve(
             self.run_dir / "metrics.jsonl", self.run_dir / "reward_curve.png", title=self._title()
         )
+        if plot is None:
+            _log.warning(
+                "reward_curve.png not written: matplotlib is not installed "
+                "(pip install 'rlruntime[plot]')"
+            )
         return history
 
     def _title(self) -> str:
