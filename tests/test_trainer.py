@@ -149,3 +149,24 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> Non
     assert sorted(b) == [0, 1, 2, 3, 4]
     for step in (3, 4):
         assert json.dumps(a[step], sort_keys=True) == json.dumps(b[step], sort_keys=True)
+
+
+def test_prompts_from_local_jsonl_files(tmp_path: Path) -> None:
+    lines = [
+        {"prompt": f"{a}+{a}=", "answer": str(2 * a), "data_source": "double"} for a in range(8)
+    ]
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    train.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    val.write_text("".join(json.dumps(x) + "\n" for x in lines[:4]))
+    cfg = tiny_config(
+        tmp_path / "run",
+        [
+            f"data.train_jsonl={str(train)!r}",
+            f"data.val_jsonl={str(val)!r}",
+            "trainer.total_steps=2",
+        ],
+    )
+    with PPOTrainer(backend=InProcessBackend(), config=cfg) as trainer:
+        assert [e.prompt for e in trainer.train_examples][:2] == ["0+0=", "1+1="]
+        history = trainer.fit()
+    assert "val/accuracy/double" in history[-1]
