@@ -234,6 +234,10 @@ class WarmupConfig:
 
 @attrs.frozen(kw_only=True)
 class ResourcesConfig:
+    """Ranks per role. With ``colocate`` every role is fused onto the actor's ranks (one
+    process per rank holds actor, critic and reward); otherwise each role gets its own pool
+    and ``critic_ranks`` sets the critic's data-parallel size."""
+
     actor_ranks: int = 1
     critic_ranks: int = 1
     colocate: bool = True

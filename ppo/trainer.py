@@ -184,7 +184,8 @@ class PPOTrainer:
         actor_spec = WorkerSpec.of(ActorRolloutWorker, cfg)
         critic_spec = WorkerSpec.of(CriticWorker, cfg)
         reward_spec = WorkerSpec.of(RewardWorker, self.task, self.reward_fn)
-        fused_critic = cfg.needs_critic and res.colocate and res.critic_ranks == res.actor_ranks
+        # Colocated: every role shares the actor's ranks (critic_ranks applies to separate pools).
+        fused_critic = cfg.needs_critic and res.colocate
         if res.colocate:
             roles: dict[str, WorkerSpec[Any]] = {"actor": actor_spec, "reward": reward_spec}
             if fused_critic:

@@ -28,3 +28,33 @@ def test_grpo_with_two_data_parallel_ranks_on_ray(backend: RayBackend, tmp_path:
     assert all(r["actor/grad_norm"] > 0 for r in rows)
     assert (tmp_path / "checkpoints" / "step_2" / "actor.pt").is_file()
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1, 2]
+
+
+def test_gae_with_roles_in_separate_processes(backend: RayBackend, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        [
+            "resources.colocate=false",
+            "algorithm.adv_estimator='gae'",
+            "trainer.total_steps=1",
+            "trainer.test_freq=0",
+        ],
+    )
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=short_answer_reward) as trainer:
+        history = trainer.fit()
+        assert trainer.actor is not None
+        assert trainer.critic is not None
+        assert trainer.reward is not None
+        pids = {
+            trainer.actor.run_function(_pid)[0],
+            trainer.critic.run_function(_pid)[0],
+            trainer.reward.run_function(_pid)[0],
+        }
+    assert len(pids) == 3  # each role in its own process
+    assert history[-1]["critic/vf_loss"] >= 0
+
+
+def _pid(worker: object) -> int:
+    import os
+
+    return os.getpid()
