@@ -261,12 +261,6 @@ class Method(Generic[S_contra, P, R_co, M_co]):
             self.meta = attrs.evolve(self.meta, name=name)
         self.owner = owner
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        owner = getattr(self, "owner", None)
-        if owner is None:
-            raise TypeError(f"{self!r} is not attached to a class and cannot be pickled")
-        return (getattr, (owner, self.meta.name))
-
     def bind(self, *args: P.args, **kwargs: P.kwargs) -> CallArgs[P]:
         """One rank's arguments for ``group.call_per_rank`` (type-checked against the method)."""
         return CallArgs(tuple(args), dict(kwargs))

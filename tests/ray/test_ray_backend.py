@@ -28,6 +28,7 @@ import torch
 import runtime
 from runtime import (
     Batch,
+    Dispatch,
     HostLaunch,
     NodeSlots,
     RankPlacement,
@@ -35,6 +36,7 @@ from runtime import (
     WorkerContext,
     WorkerGroup,
     WorkerSpec,
+    register,
 )
 from runtime.errors import (
     CallTimeoutError,
@@ -406,3 +408,19 @@ def test_detached_group_attach_from_another_driver(backend: RayBackend) -> None:
             group.shutdown()
             owner.shutdown(kill_detached=True)
         assert owner.placement_groups(pool) == [None]
+
+
+def test_worker_class_shipped_by_value(backend: RayBackend) -> None:
+    """A class no worker process can import (defined in a function, like one in a script's
+    ``__main__``) travels by value; its registered methods must survive that."""
+
+    class Local:
+        @register(Dispatch.ONE_TO_ALL)
+        def echo(self, x: int) -> int:
+            return x * 10
+
+    group = WorkerGroup(backend, WorkerSpec.of(Local), ResourcePool.create([1]), timeout=60)
+    try:
+        assert group.call(Local.echo, 4) == [40]
+    finally:
+        group.shutdown()
