@@ -297,6 +297,7 @@ class PPOTrainer:
         gen = self.actor.call(ActorRolloutWorker.generate, gen_in)
         timing["gen"] = time.perf_counter() - t
         batch = batch.union(gen)
+        baselines = self._greedy_baselines(examples, step) if self._uses_baselines else None
 
         t = time.perf_counter()
         score_f = self.reward.submit(RewardWorker.compute_score, batch.with_auto_padding())
@@ -326,6 +327,8 @@ class PPOTrainer:
         mask = batch.tensors["response_mask"].float()
         token_scores = batch.tensors["token_level_scores"]
         metrics: dict[str, Any] = {}
+        if baselines is not None:
+            metrics["reward/greedy_baseline_mean"] = float(baselines.mean())
         if cfg.algorithm.use_kl_in_reward:
             token_rewards, kl_metrics = apply_kl_in_reward(
                 token_scores,
@@ -345,6 +348,7 @@ class PPOTrainer:
                 response_mask=mask,
                 values=batch.tensors.get("values"),
                 index=batch.non_tensors["uid"],
+                reward_baselines=baselines,
                 gamma=cfg.algorithm.gamma,
                 lam=cfg.algorithm.lam,
                 norm_by_std=cfg.algorithm.norm_adv_by_std,
@@ -395,6 +399,24 @@ class PPOTrainer:
         metrics["training/epoch"] = self.sampler.epoch
         metrics["step"] = step
         return metrics
+
+    @property
+    def _uses_baselines(self) -> bool:
+        return self.config.algorithm.adv_estimator == "remax"
+
+    def _greedy_baselines(self, examples: Sequence[TaskExample], step: int) -> torch.Tensor:
+        """ReMax's baseline: the score of one greedy response per prompt, repeated ``n``
+        times to line up with the sampled rows (interleaved)."""
+        assert self.actor is not None
+        assert self.reward is not None
+        prompts = self._prompt_batch(examples, uid_prefix=f"g{step}")
+        gen_in = Batch(
+            prompts.select(tensor_keys=["prompt_ids", "prompt_mask"], non_tensor_keys=[]).tensors,
+            meta={"temperature": self.config.rollout.temperature, "greedy": True, "seed": step},
+        ).with_auto_padding()
+        greedy = prompts.union(self.actor.call(ActorRolloutWorker.generate, gen_in))
+        scores = self.reward.call(RewardWorker.compute_score, greedy.with_auto_padding())
+        return scores.tensors["score"].repeat_interleave(self.config.rollout.n)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:

@@ -170,3 +170,12 @@ def test_prompts_from_local_jsonl_files(tmp_path: Path) -> None:
         assert [e.prompt for e in trainer.train_examples][:2] == ["0+0=", "1+1="]
         history = trainer.fit()
     assert "val/accuracy/double" in history[-1]
+
+
+@pytest.mark.parametrize("estimator", ["remax", "rloo", "reinforce_plus_plus_baseline"])
+def test_other_estimators_train(tmp_path: Path, estimator: str) -> None:
+    cfg = tiny_config(tmp_path, [f"algorithm.adv_estimator={estimator!r}", "trainer.total_steps=1"])
+    with PPOTrainer(backend=InProcessBackend(), config=cfg, reward_fn=short_answer_reward) as t:
+        row = t.fit()[-1]
+    assert row["actor/grad_norm"] > 0
+    assert ("reward/greedy_baseline_mean" in row) == (estimator == "remax")
