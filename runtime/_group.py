@@ -327,9 +327,7 @@ class WorkerGroup(Generic[W]):
 
     def contexts(self) -> list[WorkerContext]:
         """Each rank's context as its worker sees it (after the backend set devices)."""
-        out: list[WorkerContext] = self._execute(
-            CONTEXT, None, Collector("list"), [((), {})] * self.world_size, True
-        )
+        out: list[WorkerContext] = self._builtin(CONTEXT, ())
         return out
 
     # ----------------------------------------------------------------- typed calls
@@ -636,24 +634,18 @@ class WorkerGroup(Generic[W]):
             )
         return future.get() if blocking else future
 
-    def _execute(
-        self,
-        method: str,
-        _: object,
-        collector: Collector,
-        per_rank: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
-        blocking: bool,
-    ) -> Any:
-        calls = [RankCall(r, self._role, method, a, k) for r, (a, k) in enumerate(per_rank)]
+    def _builtin(self, method: str, args: tuple[Any, ...]) -> list[Any]:
+        """Run one of the host's built-in methods on every rank and wait (same args each)."""
+        calls = [RankCall(r, self._role, method, args, {}) for r in range(self.world_size)]
         pending = self._core.backend.submit(self._core.workers, calls)
-        future: GroupFuture[Any] = GroupFuture(
+        future: GroupFuture[list[Any]] = GroupFuture(
             self._core.backend,
             pending,
-            collector,
+            Collector("list"),
             what=self._what(method),
             default_timeout=self._timeout,
         )
-        return future.get() if blocking else future
+        return future.get()
 
     def _mesh(self, name: str) -> MeshLayout:
         key = (self._role, name)
@@ -661,9 +653,7 @@ class WorkerGroup(Generic[W]):
             cached = self._core.meshes.get(key)
         if cached is not None:
             return cached
-        infos = self._execute(
-            MESH_INFO, None, Collector("list"), [((name,), {})] * self.world_size, True
-        )
+        infos = self._builtin(MESH_INFO, (name,))
         layout = MeshLayout.build(name, self._role, infos)
         with self._core.lock:
             self._core.meshes[key] = layout
