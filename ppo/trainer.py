@@ -40,7 +40,7 @@ from ppo.checkpoint import CheckpointManager
 from ppo.config import ConfigError, PPOConfig
 from ppo.metrics import MetricsWriter, plot_reward_curve, summary_line
 from ppo.tasks import RewardFn, Task, TaskExample, get_task, load_jsonl, make_dataset
-from ppo.tokenizer import CharTokenizer
+from ppo.tokenizer import CharTokenizer, Tokenizer
 from ppo.warmup import encode_prompts
 from ppo.workers import ActorRolloutWorker, CriticWorker, RewardWorker
 from runtime import Backend, Batch, ResourcePool, WorkerGroup, WorkerSpec, fuse
@@ -108,7 +108,9 @@ class PPOTrainer:
 
     ``task`` overrides ``config.data.task`` (any :class:`ppo.tasks.Task`); ``reward_fn``
     overrides the task's scorer (or ``config.data.reward_fn``); ``train_examples`` /
-    ``val_examples`` override the generated or JSONL data.
+    ``val_examples`` override the generated or JSONL data; ``tokenizer`` (any
+    :class:`ppo.tokenizer.Tokenizer`, picklable) replaces the built-in character tokenizer in
+    every role, and the model's vocabulary follows it.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class PPOTrainer:
         train_examples: Sequence[TaskExample] | None = None,
         val_examples: Sequence[TaskExample] | None = None,
         on_step: Callable[[dict[str, Any]], None] | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         if not isinstance(backend, Backend):
             raise TypeError(f"backend must implement runtime.Backend, got {type(backend).__name__}")
@@ -145,7 +148,7 @@ class PPOTrainer:
             self.val_examples = load_jsonl(data.val_jsonl)
         else:
             self.val_examples = make_dataset(self.task, data.val_size, data.seed + 1_000_003)
-        self.tokenizer = CharTokenizer()
+        self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else CharTokenizer()
         self.sampler = PromptSampler(self.train_examples, data.seed)
         alg = config.algorithm
         self.kl_ctrl = make_kl_controller(
@@ -181,9 +184,9 @@ class PPOTrainer:
                 name=f"{name}-{id(self):x}",
             )
 
-        actor_spec = WorkerSpec.of(ActorRolloutWorker, cfg)
-        critic_spec = WorkerSpec.of(CriticWorker, cfg)
-        reward_spec = WorkerSpec.of(RewardWorker, self.task, self.reward_fn)
+        actor_spec = WorkerSpec.of(ActorRolloutWorker, cfg, self.tokenizer)
+        critic_spec = WorkerSpec.of(CriticWorker, cfg, self.tokenizer)
+        reward_spec = WorkerSpec.of(RewardWorker, self.task, self.reward_fn, self.tokenizer)
         # Colocated: every role shares the actor's ranks (critic_ranks applies to separate pools).
         fused_critic = cfg.needs_critic and res.colocate
         if res.colocate:

@@ -36,7 +36,7 @@ from ppo.algos import (
 from ppo.config import PPOConfig
 from ppo.model import CausalTransformer, ModelConfig, generate, sequence_log_probs
 from ppo.tasks import RewardFn, Task, TaskExample
-from ppo.tokenizer import CharTokenizer
+from ppo.tokenizer import CharTokenizer, Tokenizer
 from ppo.warmup import supervised_warmup
 from runtime import Batch, Dispatch, current_context, register
 
@@ -150,10 +150,10 @@ def _response_len(batch: Batch) -> int:
 class ActorRolloutWorker:
     """Policy + rollout (+ reference) on one rank. Build it through a WorkerGroup."""
 
-    def __init__(self, config: PPOConfig) -> None:
+    def __init__(self, config: PPOConfig, tokenizer: Tokenizer | None = None) -> None:
         torch.set_num_threads(config.resources.torch_threads)
         self.config = config
-        self.tokenizer = CharTokenizer()
+        self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else CharTokenizer()
         self.device = _device()
         self.model = CausalTransformer(
             model_config_for(config, self.tokenizer.vocab_size), seed=config.trainer.seed
@@ -361,11 +361,11 @@ class ActorRolloutWorker:
 class CriticWorker:
     """Value model on one rank: the policy's trunk plus a scalar head."""
 
-    def __init__(self, config: PPOConfig) -> None:
+    def __init__(self, config: PPOConfig, tokenizer: Tokenizer | None = None) -> None:
         torch.set_num_threads(config.resources.torch_threads)
         self.config = config
         self.device = _device()
-        vocab = CharTokenizer().vocab_size
+        vocab = (tokenizer if tokenizer is not None else CharTokenizer()).vocab_size
         self.model = CausalTransformer(
             model_config_for(config, vocab), value_head=True, seed=config.trainer.seed + 1
         ).to(self.device)
@@ -457,10 +457,12 @@ class RewardWorker:
     ``reward_fn(response_text, example) -> float`` defaults to ``task.score``.
     """
 
-    def __init__(self, task: Task, reward_fn: RewardFn | None = None) -> None:
+    def __init__(
+        self, task: Task, reward_fn: RewardFn | None = None, tokenizer: Tokenizer | None = None
+    ) -> None:
         self.task = task
         self.reward_fn: RewardFn = reward_fn if reward_fn is not None else task.score
-        self.tokenizer = CharTokenizer()
+        self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else CharTokenizer()
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def compute_score(self, batch: Batch) -> Batch:

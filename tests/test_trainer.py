@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from ppo import ConfigError, PPOTrainer, load_config
+from ppo import ActorRolloutWorker, ConfigError, PPOTrainer, load_config
 from ppo.metrics import read_metrics
 from runtime.testing import InProcessBackend
-from tests.trainer_support import short_answer_reward, tiny_config, training_values
+from tests.trainer_support import (
+    DigitTokenizer,
+    short_answer_reward,
+    tiny_config,
+    training_values,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,3 +184,19 @@ def test_other_estimators_train(tmp_path: Path, estimator: str) -> None:
         row = t.fit()[-1]
     assert row["actor/grad_norm"] > 0
     assert ("reward/greedy_baseline_mean" in row) == (estimator == "remax")
+
+
+def test_a_user_tokenizer_replaces_the_built_in_one(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, ["trainer.total_steps=1"])
+    backend = InProcessBackend()
+    tok = DigitTokenizer()
+    with PPOTrainer(backend=backend, config=cfg, tokenizer=tok) as trainer:
+        row = trainer.fit()[-1]
+        assert trainer.actor is not None
+        vocab = trainer.actor.run_function(_vocab_size)
+    assert vocab == [tok.vocab_size]
+    assert 0.0 <= row["reward/mean"] <= 1.0
+
+
+def _vocab_size(worker: ActorRolloutWorker) -> int:
+    return worker.model.config.vocab_size
