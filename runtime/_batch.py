@@ -362,11 +362,14 @@ class Batch:
             )
         return self.select_idxs(index)
 
-    def chunk(self, n: int) -> list[Batch]:
+    def chunk(self, n: int, *, copy: bool = True) -> list[Batch]:
         """Exactly ``n`` equal chunks, in order. Requires ``len(self) % n == 0``.
 
-        Every tensor and array in a chunk owns exactly its storage (views are cloned), so a
-        chunk never carries the rest of the batch. ``meta`` is shallow-copied per chunk.
+        By default every tensor and array in a chunk owns exactly its storage (views are
+        cloned), so a chunk never carries or aliases the rest of the batch. ``copy=False``
+        returns views instead (no copy); the wire format still ships only each view's own
+        elements, which is what the dispatcher uses before handing chunks to a backend that
+        serializes them. ``meta`` is shallow-copied per chunk.
         """
         if n < 1:
             raise BatchError(f"Batch.chunk needs n >= 1, got {n!r}")
@@ -386,8 +389,14 @@ class Batch:
             lo, hi = i * size, (i + 1) * size
             chunks.append(
                 Batch(
-                    {k: _own_tensor(t[lo:hi]) for k, t in self.tensors.items()},
-                    {k: _own_array(a[lo:hi]) for k, a in self.non_tensors.items()},
+                    {
+                        k: _own_tensor(t[lo:hi]) if copy else t[lo:hi]
+                        for k, t in self.tensors.items()
+                    },
+                    {
+                        k: _own_array(a[lo:hi]) if copy else a[lo:hi]
+                        for k, a in self.non_tensors.items()
+                    },
                     self.meta,
                 )
             )

@@ -285,7 +285,8 @@ def _plan_sharded(
     for key, v in batches.items():
         if isinstance(v, Batch):
             padded = v.pad_to_multiple(parts)[0] if pad else v
-            chunks[key] = list(padded.chunk(parts))
+            # Views: the backend serializes each chunk's own elements (no extra copy here).
+            chunks[key] = list(padded.chunk(parts, copy=False))
         else:
             rows = [j if j < n else (j - n) % n for j in range(n + pad)]
             chunks[key] = [v.slice_rows(rows[i * size : (i + 1) * size]) for i in range(parts)]

@@ -608,3 +608,15 @@ def test_make_iterator_is_deterministic_for_a_seed() -> None:
     assert plain == [list(range(8)), list(range(8, 16))]
     with pytest.raises(BatchError, match="not a multiple of mini_batch_size 5"):
         b.make_iterator(5, epochs=1)
+
+
+def test_chunk_without_copy_gives_views_that_still_ship_only_their_rows() -> None:
+    b = Batch({"x": torch.arange(4_000, dtype=torch.float32).reshape(1_000, 4)})
+    chunks = b.chunk(4, copy=False)
+    assert [len(c) for c in chunks] == [250] * 4
+    assert chunks[1].tensors["x"].untyped_storage().data_ptr() == b.tensors["x"].data_ptr()
+    assert Batch.concat(chunks).equals(b)
+    data, buffers = dump_out_of_band(chunks[3])
+    assert [buf.raw().nbytes for buf in buffers] == [250 * 4 * 4]
+    back = pickle.loads(data, buffers=buffers)
+    assert back.equals(chunks[3])
