@@ -342,6 +342,12 @@ class PPOConfig:
         return estimator_needs_critic(self.algorithm.adv_estimator)
 
     @property
+    def needs_baselines(self) -> bool:
+        from ppo.algos import estimator_needs_baselines
+
+        return estimator_needs_baselines(self.algorithm.adv_estimator)
+
+    @property
     def needs_reference(self) -> bool:
         return self.algorithm.use_kl_in_reward or self.actor.use_kl_loss
 

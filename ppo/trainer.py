@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -49,6 +49,8 @@ from runtime._log import get_logger
 __all__ = ["PPOTrainer", "PromptSampler", "load_reward_fn"]
 
 _log = get_logger(component="ppo")
+
+W = TypeVar("W")
 
 
 class PromptSampler:
@@ -200,26 +202,10 @@ class PPOTrainer:
             if fused_critic:
                 self.critic = fused.view("critic", CriticWorker)
         else:
-            self.actor = WorkerGroup(
-                self.backend,
-                actor_spec,
-                pool(res.actor_ranks, "actor"),
-                role="actor",
-                timeout=timeout,
-            )
-            self.reward = WorkerGroup(
-                self.backend, reward_spec, pool(1, "reward"), role="reward", timeout=timeout
-            )
-            self._groups += [self.actor, self.reward]
+            self.actor = self._own_group(actor_spec, pool(res.actor_ranks, "actor"), "actor")
+            self.reward = self._own_group(reward_spec, pool(1, "reward"), "reward")
         if cfg.needs_critic and self.critic is None:
-            self.critic = WorkerGroup(
-                self.backend,
-                critic_spec,
-                pool(res.critic_ranks, "critic"),
-                role="critic",
-                timeout=timeout,
-            )
-            self._groups.append(self.critic)
+            self.critic = self._own_group(critic_spec, pool(res.critic_ranks, "critic"), "critic")
         for role, group in (("actor", self.actor), ("critic", self.critic)):
             if group is not None and group.world_size > 1:
                 pids = group.run_function(_process_id)
@@ -244,6 +230,14 @@ class PPOTrainer:
                 self.critic.call(
                     CriticWorker.init_from_policy, self.actor.call(ActorRolloutWorker.policy_state)
                 )
+
+    def _own_group(self, spec: WorkerSpec[W], pool: ResourcePool, role: str) -> WorkerGroup[W]:
+        """A role in its own pool (separate processes), stopped by :meth:`close`."""
+        group = WorkerGroup(
+            self.backend, spec, pool, role=role, timeout=self.config.trainer.call_timeout
+        )
+        self._groups.append(group)
+        return group
 
     def close(self) -> None:
         """Stop every worker this trainer started (the backend stays usable)."""
@@ -300,21 +294,18 @@ class PPOTrainer:
         gen = self.actor.call(ActorRolloutWorker.generate, gen_in)
         timing["gen"] = time.perf_counter() - t
         batch = batch.union(gen)
-        baselines = self._greedy_baselines(examples, step) if self._uses_baselines else None
+        baselines = self._greedy_baselines(examples, step) if cfg.needs_baselines else None
 
         t = time.perf_counter()
-        score_f = self.reward.submit(RewardWorker.compute_score, batch.with_auto_padding())
-        old_f = self.actor.submit(ActorRolloutWorker.compute_log_prob, batch.with_auto_padding())
+        padded = batch.with_auto_padding()
+        score_f = self.reward.submit(RewardWorker.compute_score, padded)
+        old_f = self.actor.submit(ActorRolloutWorker.compute_log_prob, padded)
         ref_f = (
-            self.actor.submit(ActorRolloutWorker.compute_ref_log_prob, batch.with_auto_padding())
+            self.actor.submit(ActorRolloutWorker.compute_ref_log_prob, padded)
             if cfg.needs_reference
             else None
         )
-        val_f = (
-            self.critic.submit(CriticWorker.compute_values, batch.with_auto_padding())
-            if self.critic
-            else None
-        )
+        val_f = self.critic.submit(CriticWorker.compute_values, padded) if self.critic else None
         scores = score_f.get()
         batch = batch.union(
             scores.select(tensor_keys=["token_level_scores", "score", "acc"], non_tensor_keys=[])
@@ -402,10 +393,6 @@ class PPOTrainer:
         metrics["training/epoch"] = self.sampler.epoch
         metrics["step"] = step
         return metrics
-
-    @property
-    def _uses_baselines(self) -> bool:
-        return self.config.algorithm.adv_estimator == "remax"
 
     def _greedy_baselines(self, examples: Sequence[TaskExample], step: int) -> torch.Tensor:
         """ReMax's baseline: the score of one greedy response per prompt, repeated ``n``

@@ -398,3 +398,9 @@ def test_every_estimator_is_zero_on_masked_positions(
     assert bool((adv[~mask] == 0).all())
     assert bool((ret[~mask] == 0).all())
     assert bool((adv.abs() < 1e5).all())
+
+
+def test_only_remax_needs_greedy_baselines() -> None:
+    from ppo.algos import advantage_estimator_names, estimator_needs_baselines
+
+    assert [n for n in advantage_estimator_names() if estimator_needs_baselines(n)] == ["remax"]

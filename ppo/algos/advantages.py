@@ -37,6 +37,7 @@ __all__ = [
     "advantage_estimator_names",
     "compute_advantages",
     "dr_grpo",
+    "estimator_needs_baselines",
     "estimator_needs_critic",
     "gae",
     "get_advantage_estimator",
@@ -355,17 +356,18 @@ AdvantageEstimator: TypeAlias = Callable[[AdvantageInputs], tuple[Tensor, Tensor
 
 @attrs.frozen
 class _Entry:
-    """A registry entry: the estimator and whether it needs critic values."""
+    """A registry entry: the estimator and which optional inputs it needs."""
 
     fn: AdvantageEstimator
     needs_critic: bool
+    needs_baselines: bool = False
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
 def register_advantage_estimator(
-    name: str, *, needs_critic: bool = False
+    name: str, *, needs_critic: bool = False, needs_baselines: bool = False
 ) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
     """Decorator registering an estimator ``(AdvantageInputs) -> (advantages, returns)``.
 
@@ -373,6 +375,8 @@ def register_advantage_estimator(
         name: the registry key (what a config names).
         needs_critic: the estimator reads ``AdvantageInputs.values`` (the trainer then runs a
             critic); see :func:`estimator_needs_critic`.
+        needs_baselines: the estimator reads ``AdvantageInputs.reward_baselines`` (the trainer
+            then scores one greedy rollout per prompt); see :func:`estimator_needs_baselines`.
 
     Returns:
         A decorator that registers the function and returns it unchanged.
@@ -390,7 +394,7 @@ def register_advantage_estimator(
                 f"advantage estimator {name!r} is already registered "
                 f"(by {_REGISTRY[name].fn!r}); pick another name"
             )
-        _REGISTRY[name] = _Entry(fn, needs_critic)
+        _REGISTRY[name] = _Entry(fn, needs_critic, needs_baselines)
         return fn
 
     return decorator
@@ -425,6 +429,15 @@ def estimator_needs_critic(name: str) -> bool:
         UnknownEstimatorError: no such name.
     """
     return _entry(name).needs_critic
+
+
+def estimator_needs_baselines(name: str) -> bool:
+    """Whether the estimator ``name`` needs greedy-rollout baseline scores (``"remax"``).
+
+    Raises:
+        UnknownEstimatorError: no such name.
+    """
+    return _entry(name).needs_baselines
 
 
 def compute_advantages(name: str, inputs: AdvantageInputs) -> tuple[Tensor, Tensor]:
@@ -498,7 +511,7 @@ def _reinforce_plus_plus_baseline(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
     return reinforce_plus_plus_baseline(x.token_rewards, x.response_mask, index)
 
 
-@register_advantage_estimator("remax")
+@register_advantage_estimator("remax", needs_baselines=True)
 def _remax(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
     """Registry adapter for :func:`remax` (needs ``reward_baselines``)."""
     baselines = _require_tensor(x.reward_baselines, "reward_baselines", "remax")
