@@ -270,6 +270,7 @@ class TrainerConfig:
     save_freq: int = 25
     run_dir: str = "runs/default"
     resume: str = "auto"
+    overwrite: bool = False
     keep_last: int = 2
     seed: int = 0
     progress: bool = True

@@ -37,8 +37,16 @@ from ppo.algos import (
     masked_mean,
 )
 from ppo.checkpoint import CheckpointManager
-from ppo.config import ConfigError, PPOConfig
-from ppo.metrics import MetricsWriter, plot_reward_curve, summary_line
+from ppo.config import ConfigError, PPOConfig, config_to_dict
+from ppo.metrics import MetricsWriter, plot_reward_curve, read_metrics, summary_line
+from ppo.resume_check import check_resume
+from ppo.rundir import (
+    check_not_file,
+    prepare_run_dir,
+    repair_metrics,
+    write_config_toml,
+    write_summary,
+)
 from ppo.tasks import RewardFn, Task, TaskExample, get_task, load_jsonl, make_dataset
 from ppo.tokenizer import CharTokenizer, Tokenizer
 from ppo.warmup import encode_prompts
@@ -160,6 +168,7 @@ class PPOTrainer:
             alg.kl_horizon,
         )
         self.run_dir = Path(config.trainer.run_dir)
+        check_not_file(self.run_dir)
         self.checkpoints = CheckpointManager(self.run_dir, config.trainer.keep_last)
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
         self.on_step = on_step
@@ -168,12 +177,15 @@ class PPOTrainer:
         self.critic: WorkerGroup[CriticWorker] | None = None
         self.reward: WorkerGroup[RewardWorker] | None = None
         self._groups: list[Any] = []
+        #: ``summary.json``'s content once :meth:`fit` has ended (completed or not).
+        self.summary: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ workers
     def init_workers(self) -> None:
         """Start the roles on the backend, set up data parallelism, warm up, and resume."""
         if self.actor is not None:
             return
+        resume = self._prepare_run_dir()
         cfg = self.config
         res = cfg.resources
         timeout = cfg.trainer.call_timeout
@@ -220,7 +232,6 @@ class PPOTrainer:
         self.actor.call(ActorRolloutWorker.init_distributed)
         if self.critic is not None:
             self.critic.call(CriticWorker.init_distributed)
-        resume = self.checkpoints.resolve(cfg.trainer.resume)
         if resume is not None:
             self._load(resume)
         else:
@@ -441,11 +452,7 @@ class PPOTrainer:
         self.init_workers()
         self.metrics.truncate_after(self.step)
         history: list[dict[str, Any]] = []
-        if self.step == 0 and cfg.test_freq > 0:
-            row = {"step": 0, **self.validate()}
-            self.metrics.write(row)
-            history.append(row)
-            tqdm.write(f"step    0 | val_acc {row['val/accuracy']:.3f} (after warm-up)")
+        start, status = time.perf_counter(), "failed"
         bar = tqdm(
             total=cfg.total_steps,
             initial=self.step,
@@ -455,6 +462,11 @@ class PPOTrainer:
             dynamic_ncols=True,
         )
         try:
+            if self.step == 0 and cfg.test_freq > 0:
+                row = {"step": 0, **self.validate()}
+                self.metrics.write(row)
+                history.append(row)
+                tqdm.write(f"step    0 | val_acc {row['val/accuracy']:.3f} (after warm-up)")
             while self.step < cfg.total_steps:
                 row = self.train_step()
                 last = self.step == cfg.total_steps
@@ -470,17 +482,48 @@ class PPOTrainer:
                     tqdm.write(summary_line(row))
                 if self.on_step is not None:
                     self.on_step(row)
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
         finally:
             bar.close()
-        plot = plot_reward_curve(
-            self.run_dir / "metrics.jsonl", self.run_dir / "reward_curve.png", title=self._title()
-        )
-        if plot is None:
-            _log.warning(
-                "reward_curve.png not written: matplotlib is not installed "
-                "(pip install 'rlruntime[plot]')"
-            )
+            self._finish(status, time.perf_counter() - start)
         return history
+
+    def _finish(self, status: str, wall_s: float) -> None:
+        """Write ``reward_curve.png`` and ``summary.json``, also when the run stopped early
+        (a failure here is logged, never raised over the run's own exception)."""
+        try:
+            plot = plot_reward_curve(
+                self.run_dir / "metrics.jsonl",
+                self.run_dir / "reward_curve.png",
+                title=self._title(),
+            )
+            if plot is None:
+                _log.warning(
+                    "reward_curve.png not written: matplotlib is not installed "
+                    "(pip install 'rlruntime[plot]') or there are no metrics yet"
+                )
+            vals = [
+                r["val/accuracy"]
+                for r in read_metrics(self.run_dir / "metrics.jsonl")
+                if r.get("val/accuracy") is not None
+            ]
+            latest = self.checkpoints.latest()
+            self.summary = {
+                "status": status,
+                "step": self.step,
+                "total_steps": self.config.trainer.total_steps,
+                "wall_s": round(wall_s, 1),
+                "val_accuracy_first": vals[0] if vals else None,
+                "val_accuracy_last": vals[-1] if vals else None,
+                "latest_checkpoint": str(latest) if latest is not None else None,
+                "run_dir": str(self.run_dir),
+            }
+            write_summary(self.run_dir, self.summary)
+        except Exception as exc:  # the run's own outcome matters more than its summary
+            _log.warning("summary.json or the plot could not be written", error=repr(exc))
 
     def _title(self) -> str:
         c = self.config
@@ -505,9 +548,47 @@ class PPOTrainer:
             "rng_torch": torch.get_rng_state(),
             "rng_python": list(random.getstate()[1]),
         }
-        path = self.checkpoints.save(self.step, state, write_parts)
+        path = self.checkpoints.save(self.step, state, write_parts, meta=self._resume_view())
         _log.info("checkpoint saved", step=self.step, path=str(path))
         return path
+
+    def _resume_view(self) -> dict[str, Any]:
+        """What a checkpoint records for the resume check: the resolved config and the
+        tokenizer in use (see :mod:`ppo.resume_check`)."""
+        tok = type(self.tokenizer)
+        return {
+            "config": config_to_dict(self.config),
+            "tokenizer_in_use": {
+                "class": f"{tok.__module__}.{tok.__qualname__}",
+                "vocab_size": self.tokenizer.vocab_size,
+            },
+        }
+
+    def _prepare_run_dir(self) -> Path | None:
+        """Before any worker starts: pick the checkpoint to resume (refusing an incompatible
+        one), claim the run directory (refusing another run's), repair a metrics file cut by
+        a kill, and write ``config.toml``. Returns the checkpoint to load, if any."""
+        cfg = self.config.trainer
+        resume = self.checkpoints.resolve(cfg.resume)
+        own = resume is not None and resume.resolve().parent == self.checkpoints.root.resolve()
+        if resume is not None:
+            meta = self.checkpoints.read_meta(resume)
+            if "config" in meta:
+                saved = {**meta["config"], "tokenizer_in_use": meta.get("tokenizer_in_use", {})}
+                view = self._resume_view()
+                check_resume(
+                    saved, {**view["config"], "tokenizer_in_use": view["tokenizer_in_use"]}, resume
+                )
+            else:
+                _log.warning(
+                    "checkpoint has no meta.json; config compatibility unchecked", path=str(resume)
+                )
+            if own and "run_id" in meta:
+                self.checkpoints.run_id = str(meta["run_id"])
+        prepare_run_dir(self.run_dir, fresh=not own, overwrite=cfg.overwrite)
+        repair_metrics(self.run_dir / "metrics.jsonl")
+        write_config_toml(self.run_dir, config_to_dict(self.config))
+        return resume
 
     def _load(self, path: Path) -> None:
         assert self.actor is not None

@@ -2,26 +2,30 @@
 
 Chooses the backend by name (``ray``, the default, or ``inprocess`` for debugging), builds
 ``PPOTrainer(backend=..., config=...)``, trains with a progress bar and a one-line summary per
-step, and leaves ``metrics.jsonl``, ``reward_curve.png`` and checkpoints in the run directory.
+step, and leaves ``config.toml``, ``metrics.jsonl``, ``reward_curve.png``, ``summary.json`` and
+checkpoints in the run directory.
+
+Exit status: 0 when training completed; 2 with one ``error: ...`` line for bad input (config,
+run directory, checkpoint, backend choice); 130 with one line saying how to resume on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 
 import structlog
 
 from ppo import PPOTrainer, load_config
-from ppo.config import ConfigError, config_to_dict
+from ppo.config import ConfigError, PPOConfig
 from runtime import Backend
 from runtime.errors import BackendUnavailableError
 
 __all__ = ["build_backend", "main"]
+
+BACKENDS = ("ray", "inprocess")
 
 
 def build_backend(name: str, *, address: str | None = None, num_cpus: int | None = None) -> Backend:
@@ -39,26 +43,31 @@ def build_backend(name: str, *, address: str | None = None, num_cpus: int | None
                 "(or use --backend inprocess)"
             ) from exc
         return RayBackend(address=address, num_cpus=num_cpus)
-    raise ValueError(f"unknown backend {name!r}; choose 'ray' or 'inprocess'")
+    raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, fmt: str) -> None:
     level = logging.DEBUG if verbose else logging.INFO
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(level),
         processors=[
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
-            structlog.dev.ConsoleRenderer(colors=False),
+            structlog.processors.TimeStamper(fmt="iso" if fmt == "json" else "%H:%M:%S"),
+            renderer,
         ],
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rlrun", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML config file (defaults are used without one)")
-    parser.add_argument("--backend", default="ray", choices=["ray", "inprocess"])
+    parser.add_argument("--backend", default="ray", choices=BACKENDS)
     parser.add_argument(
         "--address", default=None, help="Ray cluster address (default: start a local one)"
     )
@@ -66,37 +75,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--num-cpus", type=int, default=None, help="logical CPUs for a local Ray cluster"
     )
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--log-format", default="console", choices=("console", "json"), help="log line format"
+    )
     parser.add_argument("overrides", nargs="*", help="section.field=value overrides")
-    args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    return parser
+
+
+def _error(exc: BaseException) -> int:
+    """Report bad input as one line on stderr; exit status 2."""
+    print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+    return 2
+
+
+def _interrupted(trainer: PPOTrainer | None, config: PPOConfig) -> int:
+    """Ctrl-C: one line saying where the run stopped and how to resume; exit status 130."""
+    summary = trainer.summary if trainer is not None else {}
+    latest = summary.get("latest_checkpoint")
+    where = f"at step {summary['step']}" if "step" in summary else "before training started"
+    if latest is None:
+        hint = (
+            "no checkpoint was written yet; re-run with trainer.resume=off trainer.overwrite=true"
+        )
+    elif config.trainer.resume == "auto":
+        hint = f"run the same command again to resume from {latest}"
+    else:
+        hint = f"add trainer.resume=auto to the same command to resume from {latest}"
+    print(f"interrupted {where}; {hint}", file=sys.stderr)
+    return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.verbose, args.log_format)
     log = structlog.get_logger("rlrun")
     try:
         config = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        backend = build_backend(args.backend, address=args.address, num_cpus=args.num_cpus)
+    except (ConfigError, BackendUnavailableError) as exc:
+        return _error(exc)
     log.info("config", backend=args.backend, run_dir=config.trainer.run_dir)
-    start = time.perf_counter()
-    backend = build_backend(args.backend, address=args.address, num_cpus=args.num_cpus)
+    trainer: PPOTrainer | None = None
     try:
-        with PPOTrainer(backend=backend, config=config) as trainer:
-            history = trainer.fit()
+        trainer = PPOTrainer(backend=backend, config=config)
+        with trainer:
+            trainer.fit()
+    except ConfigError as exc:
+        return _error(exc)
+    except KeyboardInterrupt:
+        return _interrupted(trainer, config)
     finally:
         backend.shutdown()
-    elapsed = time.perf_counter() - start
-    vals = [r["val/accuracy"] for r in history if r.get("val/accuracy") is not None]
-    summary = {
-        "wall_s": round(elapsed, 1),
-        "steps": config.trainer.total_steps,
-        "val_accuracy_first": vals[0] if vals else None,
-        "val_accuracy_last": vals[-1] if vals else None,
-        "run_dir": config.trainer.run_dir,
-    }
-    (trainer.run_dir / "config.json").write_text(
-        json.dumps(config_to_dict(config), indent=2, default=str)
-    )
-    (trainer.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("done", **summary)
+    log.info("done", **trainer.summary)
     return 0
 
 
