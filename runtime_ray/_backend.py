@@ -58,6 +58,7 @@ from runtime.errors import (
 )
 from runtime_ray import _casts
 from runtime_ray._host_actor import NOSET_ENV, HostActor, Invocation
+from runtime_ray._local_auth import AuthEnv, enable_token_auth
 
 __all__ = ["RayBackend", "RayPending", "RayWorker", "attach"]
 
@@ -114,7 +115,9 @@ class RayBackend:
     ``address`` / ``$RAY_ADDRESS`` (``"auto"`` finds a running one). If Ray is already
     initialised in this process it is reused as is. ``shutdown()`` (or leaving a ``with``
     block) kills the actors and placement groups this backend created and calls
-    ``ray.shutdown()`` only if this backend called ``ray.init()``.
+    ``ray.shutdown()`` only if this backend called ``ray.init()``. A local cluster it starts
+    keeps Ray's token authentication on (Ray listens on every interface) with a token held in
+    this process's ``RAY_AUTH_TOKEN``; shutdown restores ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``.
 
     ``namespace``: the Ray namespace of the actors (detached groups are looked up there, see
     :meth:`attach`). ``runtime_env``: merged into every actor's runtime environment (its
@@ -155,6 +158,7 @@ class RayBackend:
         self._actors: dict[int, RayWorker] = {}
         self._closed = False
         self._owns_ray = False
+        self._auth_env: AuthEnv | None = None
         target = address if address is not None else os.environ.get(_RAY_ADDRESS)
         if ray.is_initialized():
             if address is not None or num_cpus is not None or num_gpus is not None:
@@ -175,20 +179,24 @@ class RayBackend:
             ray.init(address=target, namespace=namespace, runtime_env=self._runtime_env or None)
             self._owns_ray = True
         else:
-            # A cluster only this process uses: no token file in $HOME, no auth warning. A
-            # shared cluster we connect to keeps Ray's default (see the branch above).
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(
-                # "local": always a new instance. With None, ray.init would connect to the
-                # cluster named in /tmp/ray/ray_current_cluster (left by `ray start` or by
-                # ray.cluster_utils.Cluster in any other process on this machine).
-                address="local",
-                num_cpus=num_cpus,
-                num_gpus=num_gpus,
-                namespace=namespace,
-                runtime_env=self._runtime_env or None,
-                include_dashboard=False,
-            )
+            # Ray listens on every interface: keep token authentication on, with a token that
+            # lives in this process's environment only (restored by shutdown()).
+            self._auth_env = enable_token_auth()
+            try:
+                ray.init(
+                    # "local": always a new instance. With None, ray.init would connect to the
+                    # cluster named in /tmp/ray/ray_current_cluster (left by `ray start` or by
+                    # ray.cluster_utils.Cluster in any other process on this machine).
+                    address="local",
+                    num_cpus=num_cpus,
+                    num_gpus=num_gpus,
+                    namespace=namespace,
+                    runtime_env=self._runtime_env or None,
+                    include_dashboard=False,
+                )
+            except BaseException:
+                self._auth_env.restore()
+                raise
             self._owns_ray = True
         self._namespace = (
             namespace if namespace is not None else ray.get_runtime_context().namespace
@@ -544,6 +552,8 @@ class RayBackend:
                     self._release(key)
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
+        if self._auth_env is not None:
+            self._auth_env.restore()
 
     # ------------------------------------------------------------------ calls
     def share(self, value: object) -> ray.ObjectRef[object]:

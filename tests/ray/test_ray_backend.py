@@ -47,6 +47,7 @@ from runtime.errors import (
 )
 from runtime_ray import RayBackend, RayWorker
 from runtime_ray._casts import node_ip_address, placement_group_table
+from runtime_ray._local_auth import client_env
 from tests._ray_session import REPO_ROOT
 from tests.ray.workers import Crashy, Probe
 
@@ -56,7 +57,7 @@ PYTHONPATH_ENV = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
 
 
 def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = {**os.environ, **client_env()}  # the session cluster's token, to join it
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
