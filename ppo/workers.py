@@ -35,6 +35,7 @@ from ppo.algos import (
 )
 from ppo.config import PPOConfig
 from ppo.model import CausalTransformer, ModelConfig, generate, sequence_log_probs
+from ppo.rewards_check import checked_reward
 from ppo.tasks import RewardFn, Task, TaskExample
 from ppo.tokenizer import CharTokenizer, Tokenizer
 from ppo.warmup import supervised_warmup
@@ -482,7 +483,7 @@ class RewardWorker:
                 answer=str(batch.non_tensors["answer"][i]),
                 data_source=str(batch.non_tensors["data_source"][i]),
             )
-            scores[i] = float(self.reward_fn(text, example))
+            scores[i] = checked_reward(self.reward_fn, text, example, i)
         token_scores = torch.zeros(mask.shape, dtype=torch.float32)
         last = (mask.sum(dim=1) - 1).clamp(min=0)
         token_scores[torch.arange(len(batch)), last] = scores
