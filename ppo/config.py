@@ -11,6 +11,7 @@ Overrides are ``section.field=value`` strings; values are parsed as TOML scalars
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -255,10 +256,11 @@ class ResourcesConfig:
             "must be >= 0",
         )
         _check(
-            self.cpus_per_process >= 0,
+            self.cpus_per_process > 0
+            or (self.cpus_per_process == 0 and self.devices_per_process > 0),
             f"{p}.cpus_per_process",
             self.cpus_per_process,
-            "must be >= 0",
+            "must be > 0 (0 only with devices_per_process > 0: a process must reserve something)",
         )
         _check(self.torch_threads >= 1, f"{p}.torch_threads", self.torch_threads, "must be >= 1")
 
@@ -319,7 +321,17 @@ class PPOConfig:
 
     def __attrs_post_init__(self) -> None:
         for name in _SECTIONS:
+            _check_finite(name, getattr(self, name))
             getattr(self, name).validate(name)
+        _check(
+            not (self.algorithm.adv_estimator in _GROUP_ESTIMATORS and self.rollout.n < 2),
+            "rollout.n",
+            self.rollout.n,
+            f"algorithm.adv_estimator = {self.algorithm.adv_estimator!r} compares the responses "
+            "to one prompt with each other, so with one response per prompt every advantage is 0 "
+            "and nothing is learned: use rollout.n >= 2 (or an estimator such as "
+            "'reinforce_plus_plus')",
+        )
         batch = self.data.prompts_per_step * self.rollout.n
         _check(
             batch % self.resources.actor_ranks == 0,
@@ -377,6 +389,18 @@ class PPOConfig:
         return cls(**sections)
 
 
+#: Estimators whose baseline is the other responses to the same prompt (need rollout.n >= 2).
+_GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo")
+
+
+def _check_finite(name: str, section: Any) -> None:
+    """Every float field of ``section`` is finite (``inf`` passes ``> 0`` checks otherwise)."""
+    for field in attrs.fields(type(section)):
+        value = getattr(section, field.name)
+        if isinstance(value, float):
+            _check(math.isfinite(value), f"{name}.{field.name}", value, "must be a finite number")
+
+
 def _check_type(path: str, value: Any, field: attrs.Attribute[Any]) -> None:
     typ = str(field.type)
     if typ.startswith("Mapping"):
@@ -412,6 +436,11 @@ def config_to_dict(config: PPOConfig) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PPOConfig:
     """Load a TOML file (or defaults when ``path`` is None) and apply ``section.field=value``
     overrides in order."""
+    if isinstance(overrides, str):
+        raise TypeError(
+            f"overrides must be a list of 'section.field=value' strings, got the string "
+            f"{overrides!r}; wrap it in a list: [{overrides!r}]"
+        )
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -426,8 +455,13 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         parts = key.strip().split(".")
         if not sep or len(parts) < 2 or not all(parts):
             raise ConfigError(f"override {item!r} must look like section.field=value")
-        node = data.setdefault(parts[0], {})
-        for part in parts[1:-1]:
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"override {item!r}: {'.'.join(parts[: depth + 1])} is a value "
+                    f"({node!r}), not a table, so it has no field {parts[depth + 1]!r}"
+                )
         node[parts[-1]] = _parse_value(text.strip())
     return PPOConfig.from_dict(data)

@@ -38,6 +38,7 @@ from ppo.algos import (
 )
 from ppo.checkpoint import CheckpointManager
 from ppo.config import ConfigError, PPOConfig, config_to_dict
+from ppo.data_check import check_prompt_lengths, config_field, load_examples
 from ppo.metrics import MetricsWriter, plot_reward_curve, read_metrics, summary_line
 from ppo.resume_check import check_resume
 from ppo.rundir import (
@@ -47,7 +48,7 @@ from ppo.rundir import (
     write_config_toml,
     write_summary,
 )
-from ppo.tasks import RewardFn, Task, TaskExample, get_task, load_jsonl, make_dataset
+from ppo.tasks import RewardFn, Task, TaskExample, get_task, make_dataset
 from ppo.tokenizer import CharTokenizer, Tokenizer
 from ppo.warmup import encode_prompts
 from ppo.workers import ActorRolloutWorker, CriticWorker, RewardWorker
@@ -140,25 +141,31 @@ class PPOTrainer:
         self.backend = backend
         self.config = config
         data = config.data
-        self.task: Task = (
-            task if task is not None else get_task(data.task, **dict(data.task_kwargs))
-        )
+        with config_field("data.task", data.task):
+            self.task: Task = (
+                task if task is not None else get_task(data.task, **dict(data.task_kwargs))
+            )
         if reward_fn is None and data.reward_fn is not None:
             reward_fn = load_reward_fn(data.reward_fn)
         self.reward_fn = reward_fn
         if train_examples is not None:
             self.train_examples = list(train_examples)
         elif data.train_jsonl:
-            self.train_examples = load_jsonl(data.train_jsonl)
+            self.train_examples = load_examples(data.train_jsonl, "data.train_jsonl")
         else:
             self.train_examples = make_dataset(self.task, data.train_size, data.seed)
         if val_examples is not None:
             self.val_examples = list(val_examples)
         elif data.val_jsonl:
-            self.val_examples = load_jsonl(data.val_jsonl)
+            self.val_examples = load_examples(data.val_jsonl, "data.val_jsonl")
         else:
             self.val_examples = make_dataset(self.task, data.val_size, data.seed + 1_000_003)
         self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else CharTokenizer()
+        for which, examples in (
+            ("training", self.train_examples),
+            ("validation", self.val_examples),
+        ):
+            check_prompt_lengths(examples, self.tokenizer, data.max_prompt_len, which)
         self.sampler = PromptSampler(self.train_examples, data.seed)
         alg = config.algorithm
         self.kl_ctrl = make_kl_controller(

@@ -5,23 +5,28 @@ Chooses the backend by name (``ray``, the default, or ``inprocess`` for debuggin
 step, and leaves ``config.toml``, ``metrics.jsonl``, ``reward_curve.png``, ``summary.json`` and
 checkpoints in the run directory.
 
-Exit status: 0 when training completed; 2 with one ``error: ...`` line for bad input (config,
-run directory, checkpoint, backend choice); 130 with one line saying how to resume on Ctrl-C.
+Exit status: 0 when training completed; 2 with one ``error: ...`` line for bad input (command
+line, config, data, run directory, checkpoint, a reward function's bad value); 130 with one line
+saying how to resume on Ctrl-C. Log lines (``--log-format console|json``) are written through
+the progress bar, so they never break it.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
+import typing
 from collections.abc import Sequence
 
 import structlog
+from tqdm import tqdm
 
 from ppo import PPOTrainer, load_config
 from ppo.config import ConfigError, PPOConfig
 from runtime import Backend
-from runtime.errors import BackendUnavailableError
+from runtime.errors import BackendUnavailableError, RemoteMethodError
 
 __all__ = ["build_backend", "main"]
 
@@ -60,12 +65,38 @@ def _configure_logging(verbose: bool, fmt: str) -> None:
             structlog.processors.TimeStamper(fmt="iso" if fmt == "json" else "%H:%M:%S"),
             renderer,
         ],
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_BarSafeStderr()),
     )
 
 
+class _BarSafeStderr(io.StringIO):
+    """A text stream for log lines: each complete line goes out through ``tqdm.write``, which
+    clears and redraws an active progress bar around it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            tqdm.write(line, file=sys.stderr)
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one ``error: ...`` line (exit status 2), not usage plus message."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message} (see python -m rlrun --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rlrun", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="python -m rlrun", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML config file (defaults are used without one)")
     parser.add_argument("--backend", default="ray", choices=BACKENDS)
     parser.add_argument(
@@ -88,6 +119,21 @@ def _error(exc: BaseException) -> int:
     return 2
 
 
+#: Remote error types that are bad input (a reward function's value, a config), not bugs.
+_INPUT_ERRORS = ("RewardError", "ConfigError")
+
+
+def _remote_error(exc: RemoteMethodError, verbose: bool) -> int:
+    """A worker raised: bad input gets one line and status 2; anything else is re-raised."""
+    if not exc.remote_type.rsplit(".", 1)[-1].endswith(_INPUT_ERRORS):
+        raise exc
+    if verbose:
+        print(exc.remote_traceback, file=sys.stderr)
+    where = f" (role {exc.role}, rank {exc.rank})" if exc.role is not None else ""
+    print("error: " + " ".join(exc.remote_message.split()) + where, file=sys.stderr)
+    return 2
+
+
 def _interrupted(trainer: PPOTrainer | None, config: PPOConfig) -> int:
     """Ctrl-C: one line saying where the run stopped and how to resume; exit status 130."""
     summary = trainer.summary if trainer is not None else {}
@@ -106,7 +152,7 @@ def _interrupted(trainer: PPOTrainer | None, config: PPOConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     _configure_logging(args.verbose, args.log_format)
     log = structlog.get_logger("rlrun")
     try:
@@ -122,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             trainer.fit()
     except ConfigError as exc:
         return _error(exc)
+    except RemoteMethodError as exc:
+        return _remote_error(exc, args.verbose)
     except KeyboardInterrupt:
         return _interrupted(trainer, config)
     finally:
