@@ -10,7 +10,7 @@ Roles: actor+rollout (with the reference fused in), critic (for GAE), reward. Wi
 ``resources.colocate`` every role shares one pool and is fused into one process per rank;
 otherwise each role gets its own pool and processes.
 
-One step (see ``shared/design/ppo.md``): prompts with uids, repeated ``rollout.n`` times
+One step: prompts with uids, repeated ``rollout.n`` times
 (interleaved); generation; reward; old/ref log-probs and values; optional KL in reward;
 advantages on the controller; critic then actor updates (data parallel over the role's
 ranks); metrics; validation every ``test_freq`` steps; a checkpoint every ``save_freq`` steps.
