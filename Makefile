@@ -30,7 +30,7 @@ help:
 	@echo "make imports         lint-imports (contracts in pyproject.toml)"
 	@echo "make test-core       pytest -m 'not ray' in $(CORE_VENV), a venv WITHOUT ray"
 	@echo "make test-py         the full pytest suite in $(VENV)"
-	@echo "make demo            python -m rlrun --config configs/demo.toml"
+	@echo "make demo            python -m rlrun --config demo"
 	@echo "make bench           every benchmarks/bench_*.py in turn"
 	@echo "make clean           caches and build artefacts (keeps the venvs); distclean: also venvs"
 

@@ -1,6 +1,6 @@
 """Learning check for the main job: does RL raise validation accuracy on the demo task?
 
-Runs the demo configuration (``configs/demo.toml``) once per estimator (GRPO, and PPO with a
+Runs the demo configuration (``ppo/configs/demo.toml``) once per estimator (GRPO, and PPO with a
 critic/GAE), on the chosen backend, and reports in the same run: validation accuracy right
 after the supervised warm-up (the baseline), at the end, the gain in points, the first and
 last training reward, and the wall time. Pass criteria (from the trainer issue): the gain is at
@@ -40,7 +40,7 @@ def run_one(backend_name: str, estimator: str, steps: int, run_dir: Path) -> dic
         "trainer.progress=false",
         "trainer.save_freq=0",
     ]
-    config = load_config(REPO / "configs" / "demo.toml", overrides)
+    config = load_config("demo", overrides)
     backend = build_backend(backend_name)
     start = time.perf_counter()
     try:

@@ -3,7 +3,7 @@
 Every field is validated when the config is built; a bad value raises :class:`ConfigError`
 (a ``ValueError``) naming the field's dotted path, the value and the accepted range::
 
-    cfg = load_config("configs/demo.toml", ["trainer.total_steps=50", "actor.lr=1e-4"])
+    cfg = load_config("demo", ["trainer.total_steps=50", "actor.lr=1e-4"])
 
 Overrides are ``section.field=value`` strings; values are parsed as TOML scalars (``3``,
 ``1e-4``, ``true``, ``"text"``) and bare words fall back to strings.
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+
+from ppo.example_configs import example_config_names, example_config_path
 
 __all__ = [
     "ActorConfig",
@@ -364,8 +366,50 @@ class PPOConfig:
     def needs_reference(self) -> bool:
         return self.algorithm.use_kl_in_reward or self.actor.use_kl_loss
 
-    def replace(self, **sections: Any) -> PPOConfig:
-        return attrs.evolve(self, **sections)
+    def replace(
+        self,
+        *,
+        model: ModelSection | Mapping[str, Any] | None = None,
+        data: DataConfig | Mapping[str, Any] | None = None,
+        rollout: RolloutConfig | Mapping[str, Any] | None = None,
+        algorithm: AlgorithmConfig | Mapping[str, Any] | None = None,
+        actor: ActorConfig | Mapping[str, Any] | None = None,
+        critic: CriticConfig | Mapping[str, Any] | None = None,
+        warmup: WarmupConfig | Mapping[str, Any] | None = None,
+        resources: ResourcesConfig | Mapping[str, Any] | None = None,
+        trainer: TrainerConfig | Mapping[str, Any] | None = None,
+    ) -> PPOConfig:
+        """A copy with some sections replaced: each given as a section object, or as a mapping
+        of the fields to change in the current section (validated like a TOML table)::
+
+            cfg.replace(trainer={"total_steps": 10}, actor=ActorConfig(lr=1e-4))
+        """
+        given = {
+            "model": model,
+            "data": data,
+            "rollout": rollout,
+            "algorithm": algorithm,
+            "actor": actor,
+            "critic": critic,
+            "warmup": warmup,
+            "resources": resources,
+            "trainer": trainer,
+        }
+        changes: dict[str, Any] = {}
+        for name, value in given.items():
+            if value is None:
+                continue
+            if isinstance(value, Mapping):
+                raw = {**attrs.asdict(getattr(self, name), recurse=False), **value}
+                changes[name] = _section_from_table(name, _SECTIONS[name], raw)
+            elif isinstance(value, _SECTIONS[name]):
+                changes[name] = value
+            else:
+                raise ConfigError(
+                    f"replace({name}=...) takes a section object ({_SECTIONS[name].__name__}) "
+                    f"or a mapping of its fields, got {type(value).__name__}"
+                )
+        return attrs.evolve(self, **changes)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PPOConfig:
@@ -377,16 +421,22 @@ class PPOConfig:
             raw = data.get(name, {})
             if not isinstance(raw, Mapping):
                 raise ConfigError(f"config section [{name}] must be a table, got {raw!r}")
-            fields = {f.name: f for f in attrs.fields(section_cls)}
-            bad = sorted(set(raw) - set(fields))
-            if bad:
-                raise ConfigError(
-                    f"unknown field(s) {[f'{name}.{b}' for b in bad]}; known: {sorted(fields)}"
-                )
-            for key, value in raw.items():
-                _check_type(f"{name}.{key}", value, fields[key])
-            sections[name] = section_cls(**raw)
+            sections[name] = _section_from_table(name, section_cls, raw)
         return cls(**sections)
+
+
+def _section_from_table(name: str, section_cls: type[Any], raw: Mapping[str, Any]) -> Any:
+    """Section ``name`` built from the table ``raw``: unknown fields and wrong types raise
+    :class:`ConfigError` naming the field."""
+    fields = {f.name: f for f in attrs.fields(section_cls)}
+    bad = sorted(set(raw) - set(fields))
+    if bad:
+        raise ConfigError(
+            f"unknown field(s) {[f'{name}.{b}' for b in bad]}; known: {sorted(fields)}"
+        )
+    for key, value in raw.items():
+        _check_type(f"{name}.{key}", value, fields[key])
+    return section_cls(**raw)
 
 
 #: Estimators whose baseline is the other responses to the same prompt (need rollout.n >= 2).
@@ -435,7 +485,8 @@ def config_to_dict(config: PPOConfig) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PPOConfig:
     """Load a TOML file (or defaults when ``path`` is None) and apply ``section.field=value``
-    overrides in order."""
+    overrides in order. ``path`` may also name a shipped example config (``"demo"``, see
+    :mod:`ppo.example_configs`)."""
     if isinstance(overrides, str):
         raise TypeError(
             f"overrides must be a list of 'section.field=value' strings, got the string "
@@ -444,8 +495,14 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
+        example = None if p.is_file() else example_config_path(str(path))
+        if example is not None:
+            p = example
+        elif not p.is_file():
+            raise ConfigError(
+                f"config file {str(p)!r} does not exist (nor is it the name of an example "
+                f"config: {example_config_names()})"
+            )
         try:
             data = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as exc:

@@ -2,7 +2,7 @@
 
 ::
 
-    trainer = PPOTrainer(backend=InProcessBackend(), config=load_config("configs/demo.toml"))
+    trainer = PPOTrainer(backend=InProcessBackend(), config=load_config("demo"))
     history = trainer.fit()
 
 The trainer receives a :class:`runtime.Backend` (it never creates one and never imports ray).

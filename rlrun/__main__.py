@@ -1,4 +1,4 @@
-"""``python -m rlrun --config configs/demo.toml [section.field=value ...]``.
+"""``python -m rlrun --config demo [section.field=value ...]``.
 
 Chooses the backend by name (``ray``, the default, or ``inprocess`` for debugging), builds
 ``PPOTrainer(backend=..., config=...)``, trains with a progress bar and a one-line summary per

@@ -42,3 +42,31 @@ def test_a_process_must_reserve_something() -> None:
         load_config(None, ["resources.cpus_per_process=0"])
     cfg = load_config(None, ["resources.cpus_per_process=0", "resources.devices_per_process=1"])
     assert cfg.resources.cpus_per_process == 0
+
+
+def test_shipped_example_configs_load_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not the repository: the package's copy is what is found
+    cfg = load_config("demo", ["trainer.total_steps=5"])
+    assert cfg.resources.actor_ranks == 2
+    assert cfg.trainer.resume == "auto"
+    with pytest.raises(ConfigError, match=r"'nope' does not exist.*\['demo'\]"):
+        load_config("nope")
+
+
+def test_replace_takes_sections_or_mappings_of_fields() -> None:
+    from ppo.config import ActorConfig
+
+    base = load_config(None, ["trainer.total_steps=7"])
+    cfg = base.replace(trainer={"save_freq": 3}, actor=ActorConfig(lr=1e-4))
+    assert (cfg.trainer.total_steps, cfg.trainer.save_freq) == (7, 3)
+    assert cfg.actor.lr == 1e-4
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['trainer\.nope'\]"):
+        base.replace(trainer={"nope": 1})
+    with pytest.raises(ConfigError, match=r"trainer\.total_steps = 'x' has the wrong type"):
+        base.replace(trainer={"total_steps": "x"})
+    with pytest.raises(
+        ConfigError, match=r"replace\(actor=\.\.\.\) takes a section object \(ActorConfig\)"
+    ):
+        base.replace(actor=base.trainer)  # type: ignore[arg-type]  # the mistake under test

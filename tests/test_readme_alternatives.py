@@ -1,14 +1,14 @@
 """The README's documented alternatives run as written: training from code on Ray and on the
-in-process backend, and the in-process command line. Each runs in a scratch directory holding a
-copy of ``configs/`` (the run directory ``runs/demo`` lands there); the command line gets a
-shorter run appended (``trainer.total_steps``), the code blocks run unchanged."""
+in-process backend, and the in-process command line. Each runs in an empty scratch directory
+(the run directory ``runs/demo`` lands there; ``"demo"`` is the config shipped in the package);
+the command line gets a shorter run appended (``trainer.total_steps``), the code blocks run
+unchanged."""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +29,6 @@ def _blocks(language: str) -> list[str]:
 
 
 def _scratch(tmp_path: Path) -> Path:
-    shutil.copytree(REPO_ROOT / "configs", tmp_path / "configs")
     return tmp_path
 
 
