@@ -47,6 +47,7 @@ def build_backend(name: str, *, address: str | None = None, num_cpus: int | None
                 "Backend 'ray' is not available: install it with `pip install 'rlruntime[ray]'` "
                 "(or use --backend inprocess)"
             ) from exc
+        _adopt_ray_logger()
         return RayBackend(address=address, num_cpus=num_cpus)
     raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
 
@@ -58,15 +59,43 @@ def _configure_logging(verbose: bool, fmt: str) -> None:
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    stamp = structlog.processors.TimeStamper(fmt="iso" if fmt == "json" else "%H:%M:%S")
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso" if fmt == "json" else "%H:%M:%S"),
-            renderer,
-        ],
+        processors=[structlog.processors.add_log_level, stamp, renderer],
         logger_factory=structlog.PrintLoggerFactory(file=_BarSafeStderr()),
     )
+    # Standard-library records (Ray's driver messages, warnings) get the same format and path.
+    handler = logging.StreamHandler(_BarSafeStderr())
+    handler.set_name(_HANDLER)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                stamp,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+
+
+_HANDLER = "rlrun"
+
+
+def _adopt_ray_logger() -> None:
+    """Ray gives its ``ray`` logger a handler of its own (another format, straight to stderr);
+    hand its records to the root handler instead (``ray.init`` keeps that choice)."""
+    ray_logger = logging.getLogger("ray")
+    for handler in list(ray_logger.handlers):
+        ray_logger.removeHandler(handler)
+    ray_logger.propagate = True
 
 
 class _BarSafeStderr(io.StringIO):

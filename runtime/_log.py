@@ -10,5 +10,8 @@ __all__ = ["get_logger"]
 
 
 def get_logger(**initial: Any) -> Any:
-    """A structlog logger bound to ``initial`` (role=..., rank=..., group=...)."""
-    return structlog.get_logger("runtime").bind(**initial)
+    """A structlog logger bound to ``initial`` (role=..., rank=..., group=...).
+
+    Lazy: it takes structlog's configuration at its first use, not at import, so modules may
+    create their loggers at import time and still follow what the entry point configures."""
+    return structlog.get_logger("runtime", **initial)
