@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from ppo.tasks import RewardFn, TaskExample
 
-__all__ = ["MAX_ABS_REWARD", "RewardError", "checked_reward", "check_reward_count"]
+__all__ = ["MAX_ABS_REWARD", "RewardError", "check_reward_count", "checked_reward"]
 
 #: The largest reward magnitude accepted.
 MAX_ABS_REWARD = 1e6
