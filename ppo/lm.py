@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -44,6 +44,7 @@ __all__ = [
     "autocast",
     "build_critic",
     "build_policy",
+    "check_model_fits",
     "check_vocab",
     "copy_backbone",
     "position_ids",
@@ -194,6 +195,7 @@ def build_policy(
     special_ids: Mapping[str, int],
     max_positions: int,
     seed: int,
+    device: torch.device,
 ) -> PreTrainedModel:
     """The policy: ``from_pretrained(section.path)`` or a random init of ``section.config``.
 
@@ -208,7 +210,7 @@ def build_policy(
         with _seeded(seed):
             model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     check_vocab(model, vocab_size, field="model.path" if section.path else "model.config")
-    return _prepare(model, section)
+    return _prepare(model, section, device)
 
 
 def build_critic(
@@ -219,6 +221,7 @@ def build_critic(
     special_ids: Mapping[str, int],
     max_positions: int,
     seed: int,
+    device: torch.device,
 ) -> PreTrainedModel:
     """The critic: a token classifier with one label on ``critic_path``'s backbone, or on the
     policy's architecture (its backbone is later copied from the policy,
@@ -237,7 +240,7 @@ def build_critic(
         with _seeded(seed):
             model = AutoModelForTokenClassification.from_config(cfg, dtype=torch.float32)
     check_vocab(model, vocab_size, field="critic.model.path" if critic_path else "model")
-    return _prepare(model, section)
+    return _prepare(model, section, device)
 
 
 def copy_backbone(policy_state: Mapping[str, Tensor], critic: PreTrainedModel) -> None:
@@ -271,11 +274,15 @@ def _from_pretrained(
     return model
 
 
-def _prepare(model: PreTrainedModel, section: ModelSection) -> PreTrainedModel:
+def _prepare(
+    model: PreTrainedModel, section: ModelSection, device: torch.device
+) -> PreTrainedModel:
     if section.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = True
-    return model.eval()
+    nn.Module.to(model, device)
+    model.eval()
+    return model
 
 
 def check_vocab(model: PreTrainedModel, vocab_size: int, *, field: str) -> None:
@@ -285,7 +292,28 @@ def check_vocab(model: PreTrainedModel, vocab_size: int, *, field: str) -> None:
     Raises:
         ConfigError: naming ``field``, both sizes and the fix.
     """
-    rows = int(model.get_input_embeddings().weight.shape[0])
+    weight = getattr(model.get_input_embeddings(), "weight", None)
+    if not isinstance(weight, Tensor):
+        raise ConfigError(f"config field {field}: the model has no input embedding table")
+    _check_rows(int(weight.shape[0]), vocab_size, field)
+
+
+def check_model_fits(section: ModelSection, critic_path: str | None, vocab_size: int) -> None:
+    """Before any worker loads weights: the vocabulary of every configured model (read from
+    its ``config.json``, or the ``model.config`` table) fits the tokenizer (:func:`check_vocab`'s
+    rule)."""
+    for field, path in (("model.path", section.path), ("critic.model.path", critic_path)):
+        if path is not None:
+            cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+            rows = getattr(cfg, "vocab_size", None)
+            if isinstance(rows, int):
+                _check_rows(rows, vocab_size, field)
+    rows = section.config.get("vocab_size")
+    if section.path is None and isinstance(rows, int):
+        _check_rows(rows, vocab_size, "model.config.vocab_size")
+
+
+def _check_rows(rows: int, vocab_size: int, field: str) -> None:
     if rows < vocab_size:
         raise ConfigError(
             f"config field {field}: the model's embedding table has {rows} rows but the "

@@ -105,7 +105,7 @@ class DataParallelTrainer:
             )
             with sync:
                 loss, stats = loss_fn(rows)
-                (loss * self.world_size).backward()
+                torch.autograd.backward(loss * self.world_size)
             for k, v in stats.items():
                 totals[k] = totals.get(k, 0.0) + v
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), grad_clip)
@@ -118,4 +118,4 @@ def micro_batches(rows: Tensor, size: int) -> list[Tensor]:
     """``rows`` split into chunks of ``size`` (``0``: one chunk)."""
     if size <= 0 or size >= len(rows):
         return [rows]
-    return list(rows.split(size))
+    return list(torch.split(rows, size))

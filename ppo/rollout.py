@@ -29,7 +29,7 @@ import attrs
 import torch
 from torch import Tensor
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel
-from transformers.generation import TopKLogitsWarper, TopPLogitsWarper
+from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
 __all__ = [
     "HFRolloutEngine",
@@ -187,7 +187,7 @@ class HFRolloutEngine:
     def generate(self, prompts: PromptBatch, params: SamplingParams) -> RolloutOutput:
         device = next(self.model.parameters()).device
         ids, mask = prompts.ids.to(device), prompts.mask.to(device)
-        b, p = ids.shape
+        p = ids.shape[1]
         r = params.max_new_tokens
         processors = LogitsProcessorList()
         if not params.greedy:

@@ -10,7 +10,8 @@ A task makes prompts and scores responses; nothing here knows about models or to
     (1.0, 0.0)
 
 Built-in tasks (all prompts end in ``=``; answers are the text the model must produce before
-EOS; every character is in the shipped tokenizer's vocabulary, :func:`ppo.tokenizer.load_tokenizer`):
+EOS; every character is in the vocabulary of the shipped tokenizer,
+:func:`ppo.tokenizer.load_tokenizer`):
 
 ====================  =========================  =============
 registry name         prompt                     answer
@@ -57,6 +58,12 @@ __all__ = [
 ]
 
 
+def _messages_tuple(
+    value: Iterable[Mapping[str, str]] | None,
+) -> tuple[Mapping[str, str], ...] | None:
+    return None if value is None else tuple(value)
+
+
 @attrs.frozen
 class TaskExample:
     """One prompt with its reference answer.
@@ -75,7 +82,7 @@ class TaskExample:
     answer: str = attrs.field(validator=attrs.validators.instance_of(str))
     data_source: str = attrs.field(validator=attrs.validators.instance_of(str))
     messages: tuple[Mapping[str, str], ...] | None = attrs.field(
-        default=None, kw_only=True, converter=attrs.converters.optional(tuple), eq=False
+        default=None, kw_only=True, converter=_messages_tuple, eq=False
     )
     metadata: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, eq=False)
 

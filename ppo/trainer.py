@@ -44,6 +44,7 @@ from ppo.algos import (
 )
 from ppo.checkpoint import CheckpointManager
 from ppo.config import ConfigError, PPOConfig
+from ppo.lm import check_model_fits
 from ppo.metrics import MetricsWriter, plot_reward_curve, summary_line
 from ppo.scoring import RewardFnScorer, Scorer
 from ppo.tasks import RewardFn, Task, TaskExample, get_task, load_jsonl, make_dataset
@@ -164,6 +165,7 @@ class PPOTrainer:
                 f"template, but {self.tokenizer!r} has none; set data.prompt_format = 'raw' or "
                 "tokenizer.path to a tokenizer with a chat_template"
             )
+        check_model_fits(config.model, config.critic.model.path, self.tokenizer.vocab_size)
         self.specs = self._specs(actor_spec, critic_spec, reward_spec)
         self.sampler = PromptSampler(self.train_examples, data.seed)
         alg = config.algorithm
@@ -439,11 +441,11 @@ class PPOTrainer:
             metrics["reward/greedy_baseline_mean"] = float(baselines.mean())
         if alg.use_kl_in_reward:
             token_rewards, kl_metrics = apply_kl_in_reward(
-                token_scores,
-                batch.tensors[C.OLD_LOG_PROBS],
-                batch.tensors[C.REF_LOG_PROBS],
-                mask,
-                self.kl_ctrl,
+                token_level_scores=token_scores,
+                old_log_prob=batch.tensors[C.OLD_LOG_PROBS],
+                ref_log_prob=batch.tensors[C.REF_LOG_PROBS],
+                response_mask=mask,
+                controller=self.kl_ctrl,
                 kind=alg.kl_penalty,
             )
             metrics.update(kl_metrics)

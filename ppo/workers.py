@@ -110,7 +110,8 @@ class ActorRolloutWorker:
             special_ids=_special_ids(tokenizer),
             max_positions=data.max_prompt_len + data.max_response_len,
             seed=config.trainer.seed,
-        ).to(self.device)
+            device=self.device,
+        )
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.actor.lr, weight_decay=config.actor.weight_decay
         )
@@ -287,14 +288,16 @@ class ActorRolloutWorker:
             clip_low=cfg.clip_low,
             clip_high=cfg.clip_high,
             clip_c=cfg.clip_c,
-            agg=cfg.loss_agg_mode,
+            loss_agg_mode=cfg.loss_agg_mode,
             **norm,
         )
         ws = self.world_size
         stats = {k: v * weight for k, v in m.items()}
         stats["pg_loss"] = float(loss.detach()) * ws
         if ent is not None:
-            ent_loss = agg_loss(ent, mask, cfg.loss_agg_mode, **norm)
+            ent_loss = agg_loss(
+                loss_mat=ent, loss_mask=mask, loss_agg_mode=cfg.loss_agg_mode, **norm
+            )
             loss = loss - cfg.entropy_coeff * ent_loss
             stats["entropy"] = float(ent_loss.detach()) * ws
         if cfg.use_kl_loss:
@@ -303,7 +306,7 @@ class ActorRolloutWorker:
                 ref_log_prob=mb.tensors[C.REF_LOG_PROBS].to(self.device),
                 kind=cfg.kl_loss_type,
             )
-            kl_loss = agg_loss(kl, mask, cfg.loss_agg_mode, **norm)
+            kl_loss = agg_loss(loss_mat=kl, loss_mask=mask, loss_agg_mode=cfg.loss_agg_mode, **norm)
             loss = loss + cfg.kl_loss_coef * kl_loss
             stats["kl_loss"] = float(kl_loss.detach()) * ws
         return loss, stats
@@ -380,7 +383,8 @@ class CriticWorker:
             special_ids=_special_ids(tokenizer),
             max_positions=data.max_prompt_len + data.max_response_len,
             seed=config.trainer.seed + 1,
-        ).to(self.device)
+            device=self.device,
+        )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.critic.lr)
         self.world_size = 1
         self._dp: DataParallelTrainer | None = None
@@ -448,12 +452,12 @@ class CriticWorker:
 
     def _value_loss(self, mb: Batch, norm: Any, weight: float) -> tuple[Tensor, dict[str, float]]:
         loss, m = value_loss(
-            values=self._values(mb),
-            old_values=mb.tensors[C.VALUES].to(self.device),
+            vpreds=self._values(mb),
+            values=mb.tensors[C.VALUES].to(self.device),
             returns=mb.tensors[C.RETURNS].to(self.device),
             response_mask=mb.tensors[C.RESPONSE_MASK].to(self.device),
             cliprange_value=self.config.critic.cliprange_value,
-            agg="token-mean",
+            loss_agg_mode="token-mean",
             **norm,
         )
         stats = {k: v * weight for k, v in m.items()}

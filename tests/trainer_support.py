@@ -8,10 +8,16 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as RawTokenizer
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
 
 from ppo import PPOConfig, load_config
-from ppo.tokenizer import load_tokenizer
+from ppo.lm import build_policy
+from ppo.tokenizer import Tokenizer, load_tokenizer
 
 TINY = [
     "model.config.hidden_size=32",
@@ -87,3 +93,17 @@ def save_tiny_model(directory: Path, *, hidden_size: int = 32, seed: int = 5) ->
     model.save_pretrained(str(directory))
     tok.save_pretrained(directory)
     return directory
+
+
+def tiny_policy(tok: Tokenizer, *, seed: int = 0) -> PreTrainedModel:
+    """The default architecture, shrunk, randomly initialised on the CPU (as the trainer
+    builds it from ``model.config``)."""
+    section = load_config(None, TINY).model
+    return build_policy(
+        section,
+        vocab_size=tok.vocab_size,
+        special_ids={"eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id},
+        max_positions=32,
+        seed=seed,
+        device=torch.device("cpu"),
+    )

@@ -9,7 +9,7 @@ import pytest
 from ppo import PPOTrainer
 from ppo.metrics import read_metrics
 from runtime_ray import RayBackend
-from tests.trainer_support import varied_reward, tiny_config
+from tests.trainer_support import tiny_config, varied_reward
 
 pytestmark = pytest.mark.ray
 
