@@ -269,6 +269,10 @@ class ActorRolloutWorker:
                     )
                 )
         self.model.eval()
+        # Hand the new policy to the rollout engine (recorded only, when it shares the module).
+        self.engine.load_weights(
+            self.model.state_dict().items(), version=self.engine.weights_version + 1
+        )
         out = _mean_stats(metrics)
         out["lr"] = float(self.optimizer.param_groups[0]["lr"])
         return out
