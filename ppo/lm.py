@@ -305,7 +305,13 @@ def _prepare(
     model: PreTrainedModel, section: ModelSection, device: torch.device
 ) -> PreTrainedModel:
     if section.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
     model.config.use_cache = True
     nn.Module.to(model, device)
     model.eval()
