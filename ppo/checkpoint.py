@@ -109,8 +109,11 @@ class CheckpointManager:
             torch.save(trainer_state, fh)
         full_meta = {**(meta or {}), "run_id": self.run_id, "step": step}
         (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True, default=str))
-        for child in tmp.iterdir():
-            _fsync_file(child)
+        for child in sorted(tmp.rglob("*")):  # roles may write directories (safetensors)
+            if child.is_file():
+                _fsync_file(child)
+            else:
+                _fsync_dir(child)
         _fsync_dir(tmp)
         if final.exists():  # the same run rewound to an earlier checkpoint and got here again
             shutil.rmtree(final)

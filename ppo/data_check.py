@@ -5,7 +5,7 @@
   names the field;
 - :func:`load_examples` reads a JSONL file and refuses one without rows;
 - :func:`check_prompt_lengths` refuses a prompt longer than ``data.max_prompt_len`` tokens
-  (BOS included), naming the example, instead of failing later on a remote rank.
+  (special tokens and chat template included), naming the example, before any worker starts.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from ppo.config import ConfigError
 from ppo.tasks import TaskExample, load_jsonl
 from ppo.tokenizer import Tokenizer
+from ppo.warmup import example_prompt
 
 __all__ = ["check_prompt_lengths", "config_field", "load_examples"]
 
@@ -47,21 +48,29 @@ def load_examples(path: str, field: str) -> list[TaskExample]:
 
 
 def check_prompt_lengths(
-    examples: Sequence[TaskExample], tokenizer: Tokenizer, max_prompt_len: int, which: str
+    examples: Sequence[TaskExample],
+    tokenizer: Tokenizer,
+    max_prompt_len: int,
+    prompt_format: str,
+    which: str,
 ) -> None:
     """Raise :class:`ConfigError` for the first example of ``which`` (``"training"`` or
-    ``"validation"``) whose prompt is longer than ``max_prompt_len`` tokens, BOS included."""
+    ``"validation"``) whose prompt, encoded as the trainer encodes it (special tokens such as
+    BOS and the chat template included), is longer than ``max_prompt_len`` tokens."""
+    lengths: list[int] = []
     for i, example in enumerate(examples):
         try:
-            n = len(tokenizer.encode(example.prompt)) + 1
+            lengths.append(len(tokenizer.encode_prompt(example_prompt(example, prompt_format))))
         except ValueError as exc:
             raise ConfigError(
                 f"{which} example {i} (prompt {example.prompt!r}) cannot be tokenized: {exc}"
             ) from exc
-        if n > max_prompt_len:
-            longest = max(len(tokenizer.encode(e.prompt)) + 1 for e in examples)
-            raise ConfigError(
-                f"config field data.max_prompt_len = {max_prompt_len} is too small: {which} "
-                f"example {i} (prompt {example.prompt!r}) is {n} tokens including the BOS token; "
-                f"the longest {which} prompt needs data.max_prompt_len = {longest}"
-            )
+    too_long = [i for i, n in enumerate(lengths) if n > max_prompt_len]
+    if too_long:
+        i = too_long[0]
+        raise ConfigError(
+            f"config field data.max_prompt_len = {max_prompt_len} is too small: {which} example "
+            f"{i} (prompt {examples[i].prompt!r}) is {lengths[i]} tokens, special tokens (BOS) "
+            f"and template included; {len(too_long)} {which} prompt(s) are too long, the longest "
+            f"needs data.max_prompt_len = {max(lengths)}"
+        )

@@ -4,7 +4,9 @@ or parallel layout.
 The check compares the resolved config stored in the checkpoint's ``meta.json`` with the
 current one, generically, by dotted field paths over the config dicts (so it keeps working
 when sections gain fields). The fields that must match are :func:`must_match`: everything
-under ``model``, ``tokenizer`` and ``critic.model`` (when present), ``resources.*_ranks``,
+under ``model``, ``tokenizer`` and ``critic.model`` (when present; but not ``dtype``,
+``gradient_checkpointing`` or ``attn_implementation``, which change how the model runs, not
+its weights), ``resources.*_ranks``,
 ``data.max_prompt_len`` and ``data.max_response_len``, plus ``tokenizer_in_use`` (the class
 and vocabulary size of the tokenizer object the trainer uses). It runs before any worker
 starts, so a mismatch costs nothing and names every differing field with both values.
@@ -24,6 +26,7 @@ __all__ = ["ResumeMismatchError", "check_resume", "flatten", "must_match"]
 _PREFIXES = ("model.", "tokenizer.", "critic.model.", "tokenizer_in_use.")
 _EXACT = frozenset({"data.max_prompt_len", "data.max_response_len"})
 _ABSENT = "<absent>"
+_HOW_IT_RUNS = frozenset({"dtype", "gradient_checkpointing", "attn_implementation"})
 
 
 class ResumeMismatchError(ConfigError):
@@ -43,7 +46,11 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def must_match(path: str) -> bool:
-    """Whether the dotted field ``path`` must be equal for a checkpoint to be resumable."""
+    """Whether the dotted field ``path`` must be equal for a checkpoint to be resumable.
+    How a model runs (``dtype`` of the forward pass, gradient checkpointing, the attention
+    kernel) may change; what it is may not."""
+    if path.rsplit(".", 1)[-1] in _HOW_IT_RUNS:
+        return False
     if path in _EXACT or path.startswith(_PREFIXES):
         return True
     section, _, field = path.partition(".")

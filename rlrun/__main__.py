@@ -149,7 +149,7 @@ def _error(exc: BaseException) -> int:
 
 
 #: Remote error types that are bad input (a reward function's value, a config), not bugs.
-_INPUT_ERRORS = ("RewardError", "ConfigError")
+_INPUT_ERRORS = ("ScoreError", "ConfigError")
 
 
 def _remote_error(exc: RemoteMethodError, verbose: bool) -> int:
@@ -181,6 +181,11 @@ def _interrupted(trainer: PPOTrainer | None, config: PPOConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["export"]:
+        from rlrun import export
+
+        return export.main(argv[1:])
     args = _parser().parse_intermixed_args(argv)
     _configure_logging(args.verbose, args.log_format)
     log = structlog.get_logger("rlrun")

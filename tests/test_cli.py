@@ -81,7 +81,7 @@ def test_bad_input_is_one_line_and_status_2(
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ("not json\n", r"data\.train_jsonl = .*train\.jsonl:1: invalid JSON"),
+        ("not json\n", r"train\.jsonl:1: invalid JSON"),
         ('{"prompt": "1+1="}\n', r"train\.jsonl:1: missing key 'answer'"),
         ("\n\n", r"data\.train_jsonl = .*no examples"),
     ],
@@ -117,9 +117,12 @@ def test_run_dir_naming_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.mark.parametrize(
     ("reward", "match"),
     [
-        ("nan_reward", r"returned nan for sample \d+ \(prompt '.*'"),
-        ("string_reward", r"returned '1' \(str\) for sample \d+ \(prompt '.*'"),
-        ("raising_reward", r"raised RuntimeError: reward server unreachable on sample \d+"),
+        ("nan_reward", r"reward for sample \d+ \(prompt '.*'\) is nan"),
+        ("string_reward", r"reward for sample \d+ \(prompt '.*'\) is '1' of type str"),
+        (
+            "raising_reward",
+            r"raised on sample \d+ \(prompt '.*'.*RuntimeError: reward server unreachable",
+        ),
     ],
 )
 def test_bad_rewards_stop_before_training_on_them(

@@ -15,12 +15,12 @@ from ppo.config import config_to_dict
 from ppo.metrics import read_metrics
 from ppo.rundir import RunDirError, repair_metrics, to_toml
 from runtime.testing import InProcessBackend
-from tests.trainer_support import short_answer_reward, tiny_config
+from tests.trainer_support import tiny_config, varied_reward
 
 
 def _train(run_dir: Path, *extra: str) -> list[dict[str, object]]:
     cfg = tiny_config(run_dir, ["trainer.save_freq=2", *extra])
-    with PPOTrainer(backend=InProcessBackend(), config=cfg, reward_fn=short_answer_reward) as t:
+    with PPOTrainer(backend=InProcessBackend(), config=cfg, reward_fn=varied_reward) as t:
         return t.fit()
 
 
@@ -53,7 +53,7 @@ def test_reusing_a_run_dir_refuses_resumes_or_moves_the_old_run_aside(tmp_path: 
     }
     latest = (run / "checkpoints" / "latest").read_text().strip()
     assert latest == "step_2"
-    assert (run / "checkpoints" / latest / "actor.pt").is_file()
+    assert (run / "checkpoints" / latest / "actor").is_dir()
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1, 2]
 
 
@@ -97,7 +97,7 @@ def test_config_and_summary_are_written_when_interrupted(tmp_path: Path) -> None
             raise KeyboardInterrupt
 
     trainer = PPOTrainer(
-        backend=InProcessBackend(), config=cfg, reward_fn=short_answer_reward, on_step=stop
+        backend=InProcessBackend(), config=cfg, reward_fn=varied_reward, on_step=stop
     )
     with trainer, pytest.raises(KeyboardInterrupt):
         trainer.fit()
