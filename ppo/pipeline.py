@@ -41,7 +41,14 @@ from ppo.rollout import HFRolloutEngine, PromptBatch, SamplingParams
 from ppo.tokenizer import Tokenizer
 from runtime import Batch, BatchFuture, Dispatch, WorkerGroup, register
 
-__all__ = ["POLICY_VERSION", "RolloutPipeline", "RolloutWorker", "flat_weights", "load_flat"]
+__all__ = [
+    "POLICY_VERSION",
+    "RolloutPipeline",
+    "RolloutWorker",
+    "StalenessError",
+    "flat_weights",
+    "load_flat",
+]
 
 #: Column ``(B,)`` long: the policy version that generated each sample.
 POLICY_VERSION = "policy_version"
