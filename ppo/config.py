@@ -25,6 +25,7 @@ from ppo.example_configs import example_config_names, example_config_path
 __all__ = [
     "ActorConfig",
     "AlgorithmConfig",
+    "AsyncConfig",
     "ConfigError",
     "CriticConfig",
     "CriticModelSection",
@@ -244,6 +245,7 @@ class AlgorithmConfig:
     kl_target: float = 0.1
     kl_horizon: int = 10000
     kl_penalty: str = "k1"
+    is_cap: float = 2.0
 
     def validate(self, p: str) -> None:
         from ppo.algos import advantage_estimator_names
@@ -266,6 +268,12 @@ class AlgorithmConfig:
         _check(self.kl_coef >= 0, f"{p}.kl_coef", self.kl_coef, "must be >= 0")
         _check(self.kl_target > 0, f"{p}.kl_target", self.kl_target, "must be > 0")
         _check(self.kl_horizon > 0, f"{p}.kl_horizon", self.kl_horizon, "must be > 0")
+        _check(
+            math.isfinite(self.is_cap) and self.is_cap > 0,
+            f"{p}.is_cap",
+            self.is_cap,
+            "must be a finite number > 0 (importance-weight truncation)",
+        )
         _check(
             self.kl_penalty in ("k1", "abs", "k2", "k3"),
             f"{p}.kl_penalty",
@@ -414,6 +422,7 @@ class TrainerConfig:
     seed: int = 0
     progress: bool = True
     call_timeout: float | None = 600.0
+    mode: str = "sync"
 
     def validate(self, p: str) -> None:
         _check(self.total_steps >= 1, f"{p}.total_steps", self.total_steps, "must be >= 1")
@@ -422,11 +431,33 @@ class TrainerConfig:
         _check(bool(self.run_dir), f"{p}.run_dir", self.run_dir, "must be a directory path")
         _check(self.keep_last >= 1, f"{p}.keep_last", self.keep_last, "must be >= 1")
         _check(
+            self.mode in ("sync", "async"),
+            f"{p}.mode",
+            self.mode,
+            "'sync' (generate, then train) or 'async' (rollout workers generate ahead, see "
+            "[async])",
+        )
+        _check(
             self.call_timeout is None or self.call_timeout > 0,
             f"{p}.call_timeout",
             self.call_timeout,
             "must be > 0",
         )
+
+
+@attrs.frozen(kw_only=True)
+class AsyncConfig:
+    """``trainer.mode = "async"``: rollout workers in their own pool (``rollout_ranks``
+    processes) generate up to ``max_staleness`` policy versions ahead of training (0 is
+    on-policy); off-policy samples are corrected with importance weights truncated at
+    ``algorithm.is_cap``. TOML section ``[async]``."""
+
+    max_staleness: int = 1
+    rollout_ranks: int = 1
+
+    def validate(self, p: str) -> None:
+        _check(self.max_staleness >= 0, f"{p}.max_staleness", self.max_staleness, "must be >= 0")
+        _check(self.rollout_ranks >= 1, f"{p}.rollout_ranks", self.rollout_ranks, "must be >= 1")
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -440,7 +471,15 @@ _SECTIONS: dict[str, type[Any]] = {
     "warmup": WarmupConfig,
     "resources": ResourcesConfig,
     "trainer": TrainerConfig,
+    "async": AsyncConfig,
 }
+
+#: Sections whose TOML name is not a Python identifier.
+_ATTRIBUTE = {"async": "asynchronous"}
+
+
+def _attr(section: str) -> str:
+    return _ATTRIBUTE.get(section, section)
 
 
 @attrs.frozen(kw_only=True)
@@ -457,11 +496,19 @@ class PPOConfig:
     warmup: WarmupConfig = attrs.field(factory=WarmupConfig)
     resources: ResourcesConfig = attrs.field(factory=ResourcesConfig)
     trainer: TrainerConfig = attrs.field(factory=TrainerConfig)
+    asynchronous: AsyncConfig = attrs.field(factory=AsyncConfig)
 
     def __attrs_post_init__(self) -> None:
         for name in _SECTIONS:
-            _check_finite(name, getattr(self, name))
-            getattr(self, name).validate(name)
+            _check_finite(name, getattr(self, _attr(name)))
+            getattr(self, _attr(name)).validate(name)
+        _check(
+            not (self.trainer.mode == "async" and self.needs_baselines),
+            "trainer.mode",
+            self.trainer.mode,
+            f"is not available with algorithm.adv_estimator = {self.algorithm.adv_estimator!r} "
+            "(its greedy baseline needs the current policy); use 'sync'",
+        )
         _check(
             not (self.algorithm.adv_estimator in _GROUP_ESTIMATORS and self.rollout.n < 2),
             "rollout.n",
@@ -507,6 +554,7 @@ class PPOConfig:
         self,
         *,
         model: ModelSection | Mapping[str, Any] | None = None,
+        tokenizer: TokenizerSection | Mapping[str, Any] | None = None,
         data: DataConfig | Mapping[str, Any] | None = None,
         rollout: RolloutConfig | Mapping[str, Any] | None = None,
         algorithm: AlgorithmConfig | Mapping[str, Any] | None = None,
@@ -515,6 +563,7 @@ class PPOConfig:
         warmup: WarmupConfig | Mapping[str, Any] | None = None,
         resources: ResourcesConfig | Mapping[str, Any] | None = None,
         trainer: TrainerConfig | Mapping[str, Any] | None = None,
+        asynchronous: AsyncConfig | Mapping[str, Any] | None = None,
     ) -> PPOConfig:
         """A copy with some sections replaced: each given as a section object, or as a mapping
         of the fields to change in the current section (validated like a TOML table)::
@@ -523,6 +572,7 @@ class PPOConfig:
         """
         given = {
             "model": model,
+            "tokenizer": tokenizer,
             "data": data,
             "rollout": rollout,
             "algorithm": algorithm,
@@ -531,19 +581,21 @@ class PPOConfig:
             "warmup": warmup,
             "resources": resources,
             "trainer": trainer,
+            "async": asynchronous,
         }
         changes: dict[str, Any] = {}
         for name, value in given.items():
+            attr, cls = _attr(name), _SECTIONS[name]
             if value is None:
                 continue
             if isinstance(value, Mapping):
-                raw = {**attrs.asdict(getattr(self, name), recurse=False), **value}
-                changes[name] = _section_from_table(name, _SECTIONS[name], raw)
-            elif isinstance(value, _SECTIONS[name]):
-                changes[name] = value
+                raw = {**attrs.asdict(getattr(self, attr), recurse=False), **value}
+                changes[attr] = _section_from_table(name, cls, raw)
+            elif isinstance(value, cls):
+                changes[attr] = value
             else:
                 raise ConfigError(
-                    f"replace({name}=...) takes a section object ({_SECTIONS[name].__name__}) "
+                    f"replace({attr}=...) takes a section object ({cls.__name__}) "
                     f"or a mapping of its fields, got {type(value).__name__}"
                 )
         return attrs.evolve(self, **changes)
@@ -558,7 +610,7 @@ class PPOConfig:
             raw = data.get(name, {})
             if not isinstance(raw, Mapping):
                 raise ConfigError(f"config section [{name}] must be a table, got {raw!r}")
-            sections[name] = _section_from_table(name, section_cls, raw)
+            sections[_attr(name)] = _section_from_table(name, section_cls, raw)
         return cls(**sections)
 
 
@@ -618,7 +670,8 @@ def _parse_value(text: str) -> Any:
 def config_to_dict(config: PPOConfig) -> dict[str, Any]:
     """A plain-dict view (JSON/TOML friendly) of ``config``."""
     return {
-        name: attrs.asdict(getattr(config, name), value_serializer=_plain) for name in _SECTIONS
+        name: attrs.asdict(getattr(config, _attr(name)), value_serializer=_plain)
+        for name in _SECTIONS
     }
 
 

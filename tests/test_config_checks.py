@@ -62,6 +62,9 @@ def test_replace_takes_sections_or_mappings_of_fields() -> None:
     cfg = base.replace(trainer={"save_freq": 3}, actor=ActorConfig(lr=1e-4))
     assert (cfg.trainer.total_steps, cfg.trainer.save_freq) == (7, 3)
     assert cfg.actor.lr == 1e-4
+    assert base.replace(asynchronous={"max_staleness": 2}).asynchronous.max_staleness == 2
+    with pytest.raises(ConfigError, match=r"async\.max_staleness = -1"):
+        base.replace(asynchronous={"max_staleness": -1})
     with pytest.raises(ConfigError, match=r"unknown field\(s\) \['trainer\.nope'\]"):
         base.replace(trainer={"nope": 1})
     with pytest.raises(ConfigError, match=r"trainer\.total_steps = 'x' has the wrong type"):
