@@ -89,7 +89,7 @@ test: lint typecheck typecheck-core imports test-core test-py
 # --- running -------------------------------------------------------------------------------
 
 demo: $(STAMP)
-	$(PY) -m rlrun --config configs/demo.toml
+	$(PY) -m rlrun --config demo
 
 bench: $(STAMP)
 	@set -e; found=0; \

@@ -1,6 +1,7 @@
 """Synchronous against asynchronous training on the demo task, side by side in one run.
 
-Runs ``configs/demo.toml`` on a local Ray cluster three times with the same seeds:
+Runs the demo config (``ppo/configs/demo.toml``) on a local Ray cluster three times with the
+same seeds:
 
 * ``sync``: two data-parallel actor ranks that generate, then train (the demo);
 * ``async s=1`` and ``async s=2``: one actor rank that trains while one rollout rank (its own
@@ -62,7 +63,7 @@ def run_one(name: str, steps: int, test_freq: int, run_dir: Path) -> dict[str, A
         "trainer.progress=false",
         "trainer.save_freq=0",
     ]
-    config = load_config(REPO / "configs" / "demo.toml", overrides)
+    config = load_config("demo", overrides)
     stamps: dict[int, float] = {}
     backend = build_backend("ray")
     try:
