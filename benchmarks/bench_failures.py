@@ -123,9 +123,11 @@ def ray_cases(backend: RayBackend) -> dict[str, Any]:
 
 def trainer_cases() -> dict[str, Any]:
     tiny = [
-        "model.d_model=32",
-        "model.n_layers=1",
-        "model.n_heads=2",
+        "model.config.hidden_size=32",
+        "model.config.intermediate_size=64",
+        "model.config.num_hidden_layers=1",
+        "model.config.num_attention_heads=2",
+        "model.config.num_key_value_heads=2",
         "data.train_size=64",
         "data.val_size=16",
         "data.prompts_per_step=4",
@@ -141,7 +143,7 @@ def trainer_cases() -> dict[str, Any]:
         with PPOTrainer(backend=InProcessBackend(), config=load_config(None, [*tiny, run])) as t:
             t.fit()
         for name, extra in (
-            ("resume_with_other_model", ["model.d_model=64", "trainer.total_steps=3"]),
+            ("resume_with_other_model", ["model.config.hidden_size=64", "trainer.total_steps=3"]),
             ("fresh_run_in_used_dir", ["trainer.resume='off'"]),
         ):
             cfg = load_config(None, [*tiny, run, *extra])
