@@ -1,6 +1,6 @@
 """``RayBackend``: the :class:`runtime.Backend` Protocol on Ray.
 
-Mapping of the contract (see :mod:`runtime._backend`) onto Ray:
+Mapping of the contract (see :mod:`runtime.backend`) onto Ray:
 
 placement
     one placement group per node entry of a pool (cached by ``NodeSlots.key``, so split and
@@ -42,12 +42,18 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from runtime._backend import Backend, HostLaunch, RankCall
-from runtime._future import extract_handles
-from runtime._group import GroupCore, WorkerGroup
-from runtime._host import CONTEXT
-from runtime._log import get_logger
-from runtime._placement import NodeSlots, ResourcePool
+from runtime.backend import (
+    Backend,
+    GroupCore,
+    HostLaunch,
+    NodeSlots,
+    RankCall,
+    ResourcePool,
+    WorkerGroup,
+    WorkerHost,
+    extract_handles,
+    get_logger,
+)
 from runtime.errors import (
     CallTimeoutError,
     PlacementError,
@@ -666,7 +672,11 @@ class RayBackend:
                 ) from exc
         probes = [
             RayPending(
-                _casts.host_ref(h).invoke.remote((role, CONTEXT, (), {})), i, role, CONTEXT, "?"
+                _casts.host_ref(h).invoke.remote((role, WorkerHost.CONTEXT, (), {})),
+                i,
+                role,
+                WorkerHost.CONTEXT,
+                "?",
             )
             for i, h in enumerate(handles)
         ]

@@ -1,0 +1,384 @@
+"""The in-process backend and its deterministic fault injection (public via :mod:`runtime.testing`)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import pickle
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from runtime.backend import (
+    HostLaunch,
+    RankCall,
+    ResourcePool,
+    WorkerHost,
+    extract_handles,
+    free_port,
+)
+from runtime.errors import (
+    CallTimeoutError,
+    PlacementError,
+    RemoteMethodError,
+    WorkerDiedError,
+    WorkerError,
+)
+
+__all__ = ["Fault", "FaultInjector", "InProcessBackend", "InProcessWorker"]
+
+
+@attrs.define
+class Fault:
+    """One injected failure, matched against (group, role, rank, method) of each call.
+
+    ``None`` fields match anything. ``times`` is how many calls it affects (None: all).
+    """
+
+    kind: str
+    rank: int | None = None
+    role: str | None = None
+    method: str | None = None
+    group: str | None = None
+    seconds: float = 0.0
+    error: BaseException | None = None
+    times: int | None = 1
+
+    def matches(self, group: str, call: RankCall) -> bool:
+        return (
+            (self.rank is None or self.rank == call.rank)
+            and (self.role is None or self.role == call.role)
+            and (self.method is None or self.method == call.method)
+            and (self.group is None or self.group == group)
+            and (self.times is None or self.times > 0)
+        )
+
+
+class FaultInjector:
+    """Arms deterministic faults for the next matching calls (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def die(
+        self,
+        rank: int | None = None,
+        *,
+        role: str | None = None,
+        method: str | None = None,
+        group: str | None = None,
+    ) -> Fault:
+        """The rank's process dies when the matching call arrives (it stays dead)."""
+        return self._add(Fault("die", rank, role, method, group))
+
+    def hang(
+        self,
+        rank: int | None = None,
+        *,
+        role: str | None = None,
+        method: str | None = None,
+        group: str | None = None,
+        times: int | None = 1,
+    ) -> Fault:
+        """The matching call never answers."""
+        return self._add(Fault("hang", rank, role, method, group, times=times))
+
+    def slow(
+        self,
+        rank: int | None = None,
+        *,
+        seconds: float,
+        role: str | None = None,
+        method: str | None = None,
+        group: str | None = None,
+        times: int | None = 1,
+    ) -> Fault:
+        """The matching call answers ``seconds`` late."""
+        return self._add(Fault("slow", rank, role, method, group, seconds=seconds, times=times))
+
+    def fail(
+        self,
+        rank: int | None = None,
+        *,
+        error: BaseException,
+        role: str | None = None,
+        method: str | None = None,
+        group: str | None = None,
+        times: int | None = 1,
+    ) -> Fault:
+        """The matching call raises ``error`` as if the worker method had raised it."""
+        return self._add(Fault("fail", rank, role, method, group, error=error, times=times))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def take(self, group: str, call: RankCall) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(group, call):
+                    if fault.times is not None:
+                        fault.times -= 1
+                    return fault
+        return None
+
+
+@attrs.define(eq=False)
+class InProcessWorker:
+    """The in-process backend's handle of one rank."""
+
+    host: WorkerHost
+    launch: HostLaunch
+    alive: bool = True
+
+
+@attrs.define(eq=False)
+class _Pending:
+    rank: int
+    role: str
+    method: str
+    value: Any = None
+    error: BaseException | None = None
+    ready_at: float = 0.0
+    took: float = 0.0
+    hang: bool = False
+
+
+class InProcessBackend:
+    """A real backend that runs every rank in the calling process.
+
+    ``nodes`` fake nodes (IPs ``127.0.0.1``, ``127.0.0.2``, ...) with ``devices_per_node``
+    devices each; every node entry of a pool is placed on the next node with room
+    (round robin), and a pool asking for more devices than a node has is a
+    :class:`~runtime.errors.PlacementError`. ``copy_values=False`` skips the pickle round trip
+    of arguments and results (faster; workers then see the caller's objects).
+    """
+
+    def __init__(
+        self, *, nodes: int = 1, devices_per_node: int = 8, copy_values: bool = True
+    ) -> None:
+        if nodes < 1:
+            raise ValueError(f"nodes={nodes!r}; need >= 1")
+        self.nodes = nodes
+        self.devices_per_node = devices_per_node
+        self.copy_values = copy_values
+        self.faults = FaultInjector()
+        self._reserved: dict[tuple[str, int], str] = {}
+        self._next_node = itertools.count()
+        self._workers: list[InProcessWorker] = []
+        self._lock = threading.RLock()
+
+    # placement
+    def reserve(self, pool: ResourcePool, *, timeout: float) -> list[str]:
+        need = pool.devices_per_process
+        ips: list[str] = []
+        for node in pool.nodes:
+            if need * node.capacity > self.devices_per_node:
+                raise PlacementError(
+                    f"pool {pool.name!r} asks for {node.capacity} processes x {need} devices "
+                    f"on one node, but each in-process node has {self.devices_per_node} "
+                    "devices; lower the counts or create InProcessBackend(devices_per_node=...)"
+                )
+            with self._lock:
+                if node.key not in self._reserved:
+                    self._reserved[node.key] = f"127.0.0.{next(self._next_node) % self.nodes + 1}"
+                ips.append(self._reserved[node.key])
+        return ips
+
+    def master_endpoint(
+        self, node_ip: str, *, port_range: tuple[int, int] | None = None
+    ) -> tuple[str, int]:
+        if port_range is None:
+            return node_ip, free_port()
+        import socket
+
+        lo, hi = port_range
+        for port in range(lo, hi):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("", port))
+                except OSError:
+                    continue
+                return node_ip, port
+        raise PlacementError(f"no free port in range [{lo}, {hi}) on {node_ip}")
+
+    # lifecycle
+    def spawn(self, launches: Sequence[HostLaunch], *, timeout: float) -> list[InProcessWorker]:
+        out: list[InProcessWorker] = []
+        for launch in launches:
+            host = WorkerHost(self._copy(launch), scoped_env=True)
+            try:
+                host.start()
+            except BaseException:
+                self.terminate(out)
+                raise
+            out.append(InProcessWorker(host, launch))
+        with self._lock:
+            self._workers.extend(out)
+        return out
+
+    def alive(self, workers: Sequence[object]) -> list[bool]:
+        return [self._worker(w).alive for w in workers]
+
+    def terminate(self, workers: Sequence[object]) -> None:
+        for w in workers:
+            worker = self._worker(w)
+            worker.alive = False
+            worker.host.close()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            workers, self._workers = self._workers, []
+        self.terminate(workers)
+
+    # calls
+    def share(self, value: object) -> object:
+        return value
+
+    def submit(self, workers: Sequence[object], calls: Sequence[RankCall]) -> list[_Pending]:
+        return [self._run(self._worker(w), call) for w, call in zip(workers, calls, strict=True)]
+
+    def wait(self, pending: Sequence[object], *, timeout: float | None) -> list[Any]:
+        items = [p for p in pending if isinstance(p, _Pending)]
+        if len(items) != len(pending):
+            raise TypeError("InProcessBackend.wait got handles from another backend")
+        start = time.monotonic()
+        hung = [p for p in items if p.hang]
+        latest = max((p.ready_at for p in items if not p.hang), default=start)
+        if timeout is None and hung:
+            raise CallTimeoutError(
+                method=hung[0].method,
+                role=hung[0].role,
+                pending_ranks=[p.rank for p in hung],
+                timeout=float("inf"),
+            )
+        if timeout is not None:
+            # A call is late if it needs longer than the deadline, counted from when it ran
+            # (calls run at submit time here) or from now for injected delays still to come.
+            late = [p for p in items if p.hang or p.took > timeout or p.ready_at > start + timeout]
+            if late:
+                time.sleep(max(0.0, min(timeout, start + timeout - time.monotonic())))
+                raise CallTimeoutError(
+                    method=late[0].method,
+                    role=late[0].role,
+                    pending_ranks=[p.rank for p in late],
+                    timeout=float(timeout),
+                )
+        if latest > time.monotonic():
+            time.sleep(latest - time.monotonic())
+        failed = [p.error for p in items if p.error is not None]
+        if failed:
+            # The contract's precedence: a death first, else the lowest rank's failure.
+            raise min(failed, key=lambda e: (not isinstance(e, WorkerDiedError), _rank_of(e)))
+        return [p.value for p in items]
+
+    # internals
+    def _worker(self, w: object) -> InProcessWorker:
+        if not isinstance(w, InProcessWorker):
+            raise TypeError(f"InProcessBackend got a worker handle of another backend: {w!r}")
+        return w
+
+    def _resolve(self, handle: object) -> Any:
+        if not isinstance(handle, _Pending):
+            return handle  # a shared value: share() is the identity here
+        if handle.hang:
+            raise CallTimeoutError(
+                method=handle.method,
+                role=handle.role,
+                pending_ranks=[handle.rank],
+                timeout=float("inf"),
+            )
+        if handle.error is not None:
+            raise handle.error
+        return handle.value
+
+    def _copy(self, value: Any) -> Any:
+        if not self.copy_values:
+            return value
+        buffers: list[pickle.PickleBuffer] = []
+        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        # The out-of-band buffers are views of the sender's memory: hand the receiver copies,
+        # as a real transport would, or it would alias (and could mutate) the caller's data.
+        return pickle.loads(data, buffers=[bytearray(b) for b in buffers])
+
+    def _run(self, worker: InProcessWorker, call: RankCall) -> _Pending:
+        pending = _Pending(call.rank, call.role, call.method, ready_at=time.monotonic())
+        ctx = worker.launch.context
+        if not worker.alive:
+            pending.error = WorkerDiedError(
+                "the worker is dead (terminated or killed); restart the group",
+                role=call.role,
+                rank=call.rank,
+                method=call.method,
+                node=ctx.node_ip,
+            )
+            return pending
+        fault = self.faults.take(worker.launch.group, call)
+        if fault is not None and fault.kind == "die":
+            worker.alive = False
+            pending.error = WorkerDiedError(
+                "the worker process died during the call (injected fault)",
+                role=call.role,
+                rank=call.rank,
+                method=call.method,
+                node=ctx.node_ip,
+            )
+            return pending
+        if fault is not None and fault.kind == "hang":
+            pending.hang = True
+            return pending
+        if fault is not None and fault.kind == "fail":
+            err = fault.error or RuntimeError("injected failure")
+            pending.error = RemoteMethodError(
+                remote_type=type(err).__qualname__,
+                remote_message=str(err),
+                remote_traceback="".join(traceback.format_exception_only(err)),
+                role=call.role,
+                rank=call.rank,
+                method=call.method,
+                node=ctx.node_ip,
+            )
+            return pending
+        args, kwargs, handles = extract_handles(call.args, call.kwargs)
+        began = time.monotonic()
+        try:
+            resolved = [self._resolve(h) for h in handles]
+            value = worker.host.invoke(
+                call.role, call.method, self._copy(args), self._copy(kwargs), self._copy(resolved)
+            )
+            pending.value = self._copy(value)
+        except (WorkerError, CallTimeoutError) as err:
+            pending.error = err
+        except (pickle.PicklingError, TypeError, AttributeError) as err:
+            buf = io.StringIO()
+            traceback.print_exc(file=buf)
+            pending.error = RemoteMethodError(
+                remote_type=type(err).__qualname__,
+                remote_message=f"value could not be pickled: {err}",
+                remote_traceback=buf.getvalue(),
+                role=call.role,
+                rank=call.rank,
+                method=call.method,
+                node=ctx.node_ip,
+            )
+        pending.took = time.monotonic() - began
+        pending.ready_at = time.monotonic()
+        if fault is not None and fault.kind == "slow":
+            pending.took += fault.seconds
+            pending.ready_at += fault.seconds
+        return pending
+
+
+def _rank_of(error: BaseException) -> int:
+    rank = getattr(error, "rank", None)
+    return rank if isinstance(rank, int) else 1 << 30
