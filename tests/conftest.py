@@ -15,6 +15,9 @@ import pytest
 import structlog
 from hypothesis import settings
 
+# The conformance suite's fixtures (runtime_backend, backend, faults, calc4, ...).
+pytest_plugins = ["runtime.testing.conformance.plugin"]
+
 # tests/typing/ holds files that mypy checks and pytest never runs (see tests/typing/README.md).
 collect_ignore_glob = ["typing/*"]
 

@@ -1,4 +1,4 @@
-"""The in-process backend and its deterministic fault injection (public via :mod:`runtime.testing`)."""
+"""The in-process backend and its fault injection (public through :mod:`runtime.testing`)."""
 
 from __future__ import annotations
 

@@ -29,6 +29,26 @@ from runtime.testing import InProcessBackend
 from runtime.testing.conformance._support import POOL_CPUS, cpu_pool
 from runtime.testing.conformance.workers import STD_ENV_KEYS, Calc, EnvWorker
 
+__all__ = [
+    "Groups",
+    "groups",
+    "test_a_shut_down_group_refuses_calls",
+    "test_colocated_groups_see_the_same_devices",
+    "test_context_is_immutable",
+    "test_current_context_outside_a_worker_is_an_error",
+    "test_driver_environment_is_untouched_by_calls",
+    "test_each_rank_sees_its_own_context",
+    "test_extra_worker_env_is_visible",
+    "test_inprocess_devices_follow_the_plan",
+    "test_master_address_and_port_override",
+    "test_master_override_needs_both_or_neither",
+    "test_merged_pool_sees_every_device_again",
+    "test_nested_worker_sees_the_same_context",
+    "test_protected_env_var_is_rejected",
+    "test_split_pools_see_their_own_devices",
+    "test_standard_variables_are_exported_per_rank",
+]
+
 
 @attrs.frozen
 class Groups:

@@ -41,6 +41,34 @@ from runtime.errors import (
 from runtime.testing.conformance._support import FaultHook, cpu_pool
 from runtime.testing.conformance.workers import CYCLE_MODE_NAME, Actor, BadInit, Calc, FaultWorker
 
+__all__ = [
+    "doomed",
+    "faulty",
+    "test_batch_arguments_of_different_lengths",
+    "test_check_alive_names_the_dead_rank",
+    "test_concat_with_conflicting_meta",
+    "test_data_parallel_call_needs_a_batch",
+    "test_dead_rank_fails_the_pending_call",
+    "test_deadline_names_method_role_and_pending_ranks",
+    "test_duplicate_custom_mode",
+    "test_expired_deadline_on_a_future",
+    "test_hung_rank_times_out",
+    "test_inconsistent_batch_columns",
+    "test_invalid_registrations_fail_at_decoration",
+    "test_liveness_check_reports_a_death",
+    "test_method_of_another_worker_class",
+    "test_non_divisible_batch_without_padding",
+    "test_per_rank_call_of_a_broadcast_method",
+    "test_slow_call_within_the_deadline",
+    "test_unknown_custom_mode",
+    "test_unregistered_method_by_name",
+    "test_with_timeout_is_a_view",
+    "test_worker_constructor_that_raises",
+    "test_worker_method_that_raises",
+    "test_worker_method_that_raises_non_blocking",
+    "test_wrong_number_of_per_rank_arguments",
+]
+
 #: Nothing in this module may take longer than this to fail.
 PROMPT = 15.0
 
@@ -299,7 +327,9 @@ def test_check_alive_names_the_dead_rank(
     assert info.value.node == plan.ranks[1].node_ip
 
 
-def test_liveness_check_reports_a_death(doomed: WorkerGroup[FaultWorker], faults: FaultHook) -> None:
+def test_liveness_check_reports_a_death(
+    doomed: WorkerGroup[FaultWorker], faults: FaultHook
+) -> None:
     reported = threading.Event()
     errors: list[WorkerDiedError] = []
 

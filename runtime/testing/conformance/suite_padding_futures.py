@@ -19,6 +19,27 @@ from runtime import Batch, BatchFuture, WorkerGroup, batch_config, get_method_me
 from runtime.errors import DispatchError
 from runtime.testing.conformance.workers import Calc
 
+__all__ = [
+    "check_padded_result",
+    "enable_padding",
+    "numbered",
+    "owner",
+    "padding_off_everywhere",
+    "test_a_non_batch_future_cannot_be_passed_on",
+    "test_auto_padding_returns_exactly_the_input_rows_in_order",
+    "test_auto_padding_with_a_keyword_batch_argument",
+    "test_await_a_future",
+    "test_disabling_padding_per_batch_is_respected",
+    "test_divisible_batch_needs_no_padding",
+    "test_each_consumer_fetches_only_the_producer_parts_it_needs",
+    "test_future_chained_through_a_non_blocking_call",
+    "test_future_into_a_group_of_another_size",
+    "test_future_into_the_same_group",
+    "test_padded_future_passed_on",
+    "test_padding_off_rejects_a_batch_that_does_not_divide",
+    "test_verl_per_instance_flag_via_from_dict",
+]
+
 ENV_FLAG = "RUNTIME_AUTO_PADDING"
 
 
