@@ -37,6 +37,7 @@ pytest.register_assert_rewrite(
             "suite_fusion_mesh",
             "suite_padding_futures",
             "suite_placement",
+            "suite_protocol",
         )
     )
 )

@@ -20,6 +20,7 @@ from runtime.testing.conformance.suite_errors_faults import *  # noqa: F403
 from runtime.testing.conformance.suite_fusion_mesh import *  # noqa: F403
 from runtime.testing.conformance.suite_padding_futures import *  # noqa: F403
 from runtime.testing.conformance.suite_placement import *  # noqa: F403
+from runtime.testing.conformance.suite_protocol import *  # noqa: F403
 
 __all__ = [
     "Groups",
@@ -30,6 +31,7 @@ __all__ = [
     "enable_padding",
     "faulty",
     "flat_bundles",
+    "fresh4",
     "fused",
     "groups",
     "numbered",
@@ -88,6 +90,7 @@ __all__ = [
     "test_future_into_a_group_of_another_size",
     "test_future_into_the_same_group",
     "test_group_lists_its_registered_methods",
+    "test_handles_of_another_backend_are_a_type_error",
     "test_hung_rank_times_out",
     "test_inconsistent_batch_columns",
     "test_inprocess_backend_implements_the_protocol",
@@ -98,6 +101,7 @@ __all__ = [
     "test_live_worker_instances_and_host_launch_survive_pickle",
     "test_liveness_check_reports_a_death",
     "test_master_address_and_port_override",
+    "test_master_endpoint_gives_an_address_and_a_port",
     "test_master_override_needs_both_or_neither",
     "test_merge_rejects_incompatible_or_overlapping_pools",
     "test_merged_pool_sees_every_device_again",
@@ -137,6 +141,8 @@ __all__ = [
     "test_rank_zero_dispatch_mode_implies_rank_zero_execution",
     "test_rank_zero_returns_rank_zeros_scalar",
     "test_register_only_attaches_metadata",
+    "test_reserve_is_shared_by_split_pools",
+    "test_reserve_returns_one_ip_per_node_entry_and_is_idempotent",
     "test_run_function_runs_a_driver_function_on_every_rank",
     "test_sibling_outside_a_worker",
     "test_slow_call_within_the_deadline",
@@ -147,11 +153,16 @@ __all__ = [
     "test_split_then_merge_round_trips",
     "test_splits_of_splits_partition_the_parent",
     "test_standard_variables_are_exported_per_rank",
+    "test_submit_gives_each_rank_a_private_copy",
+    "test_terminate_is_idempotent_and_a_terminated_rank_is_dead",
     "test_unknown_custom_mode",
     "test_unknown_role_or_wrong_class",
     "test_unknown_sibling_is_an_error_naming_the_role",
     "test_unregistered_method_by_name",
     "test_verl_per_instance_flag_via_from_dict",
+    "test_wait_raises_a_death_before_a_method_error",
+    "test_wait_raises_the_lowest_failed_rank",
+    "test_wait_returns_results_in_order_without_a_deadline",
     "test_with_timeout_is_a_view",
     "test_worker_classes_survive_pickle",
     "test_worker_constructor_that_raises",
