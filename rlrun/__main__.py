@@ -1,8 +1,9 @@
 """``python -m rlrun --config configs/demo.toml [section.field=value ...]``.
 
-Chooses the backend by name (``ray``, the default, or ``inprocess`` for debugging), builds
-``PPOTrainer(backend=..., config=...)``, trains with a progress bar and a one-line summary per
-step, and leaves ``metrics.jsonl``, ``reward_curve.png`` and checkpoints in the run directory.
+Chooses the backend by name (``ray``, the default, ``monarch``, or ``inprocess`` for
+debugging), builds ``PPOTrainer(backend=..., config=...)``, trains with a progress bar and a
+one-line summary per step, and leaves ``metrics.jsonl``, ``reward_curve.png`` and checkpoints
+in the run directory.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ __all__ = ["build_backend", "main"]
 
 
 def build_backend(name: str, *, address: str | None = None, num_cpus: int | None = None) -> Backend:
-    """The backend called ``name``: ``"ray"`` (local cluster or ``address``) or ``"inprocess"``."""
+    """The backend called ``name``: ``"ray"`` (local cluster or ``address``), ``"monarch"``
+    (one process per rank on this host) or ``"inprocess"``."""
     if name == "inprocess":
         from runtime.testing import InProcessBackend
 
@@ -39,7 +41,16 @@ def build_backend(name: str, *, address: str | None = None, num_cpus: int | None
                 "(or use --backend inprocess)"
             ) from exc
         return RayBackend(address=address, num_cpus=num_cpus)
-    raise ValueError(f"unknown backend {name!r}; choose 'ray' or 'inprocess'")
+    if name == "monarch":
+        try:
+            from runtime_monarch import MonarchBackend
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "Backend 'monarch' is not available: install it with "
+                "`pip install 'rlruntime[monarch]'` (or use --backend ray)"
+            ) from exc
+        return MonarchBackend()
+    raise ValueError(f"unknown backend {name!r}; choose 'ray', 'monarch' or 'inprocess'")
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -58,7 +69,7 @@ def _configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlrun", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML config file (defaults are used without one)")
-    parser.add_argument("--backend", default="ray", choices=["ray", "inprocess"])
+    parser.add_argument("--backend", default="ray", choices=["ray", "monarch", "inprocess"])
     parser.add_argument(
         "--address", default=None, help="Ray cluster address (default: start a local one)"
     )

@@ -1,7 +1,9 @@
 """The backends our conformance run covers: ``runtime_backend`` parametrized per engine.
 
 ``inprocess`` is a fresh :class:`runtime.testing.InProcessBackend`; ``ray`` the session-wide
-local cluster of :mod:`tests._ray_session` (marked ``ray``, skipped when ray is missing). The
+local cluster of :mod:`tests._ray_session` (marked ``ray``, skipped when ray is missing);
+``monarch`` one :class:`runtime_monarch.MonarchBackend` for the session (marked ``monarch``;
+its idle processes are reused by later groups, which keeps the run short). The
 suite's fixtures come from the plugin loaded in ``tests/conftest.py``.
 """
 
@@ -17,6 +19,7 @@ from runtime.testing import InProcessBackend
 BACKENDS = [
     pytest.param("inprocess", id="inprocess"),
     pytest.param("ray", id="ray", marks=pytest.mark.ray),
+    pytest.param("monarch", id="monarch", marks=pytest.mark.monarch),
 ]
 
 
@@ -27,6 +30,16 @@ def _ray_backend() -> Backend:
     return ray_backend()
 
 
+def _monarch_backend() -> Iterator[Backend]:
+    pytest.importorskip(
+        "monarch", reason="monarch is not installed; install it with: pip install '.[monarch]'"
+    )
+    from runtime_monarch import MonarchBackend
+
+    with MonarchBackend() as backend:
+        yield backend
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def runtime_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """One backend per parametrization (the Ray one is shared with the whole session)."""
@@ -35,5 +48,7 @@ def runtime_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         inprocess = InProcessBackend()
         yield inprocess
         inprocess.shutdown()
-    else:
+    elif name == "ray":
         yield _ray_backend()
+    else:
+        yield from _monarch_backend()
