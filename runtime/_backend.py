@@ -83,6 +83,10 @@ class Backend(Protocol):
         """Publish ``value`` once for many ranks; the handle goes into arguments."""
         ...
 
+    def cancel(self, pending: Sequence[object]) -> None:
+        """Best effort: stop these calls if the engine can (never raises for a finished one)."""
+        ...
+
     def alive(self, workers: Sequence[object]) -> list[bool]:
         """Whether each worker's host is still running."""
         ...

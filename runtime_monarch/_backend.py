@@ -298,6 +298,10 @@ class MonarchBackend:
         """The value itself: Monarch pickles it into each rank's message."""
         return value
 
+    def cancel(self, pending: Sequence[object]) -> None:
+        """A no-op: Monarch cannot interrupt a running endpoint (a deadline never cancels
+        remote work either); :meth:`runtime.WorkerGroup.restart` replaces a stuck rank."""
+
     def submit(self, workers: Sequence[object], calls: Sequence[RankCall]) -> list[MonarchPending]:
         out: list[MonarchPending] = []
         for x, call in zip(workers, calls, strict=True):

@@ -556,6 +556,15 @@ class RayBackend:
         """``ray.put`` once; the ref goes into arguments and Ray resolves it on each worker."""
         return ray.put(value)
 
+    def cancel(self, pending: Sequence[object]) -> None:
+        """Checks the handles, then does nothing: ``ray.cancel`` of a call to one of our
+        (ordered, single-threaded) host actors breaks the actor. Measured with Ray 2.x: the
+        next call waits 30 s for the cancelled call's sequence number, then every call fails
+        as "actor unavailable". A stuck rank is recovered with ``WorkerGroup.restart``."""
+        for p in pending:
+            if not isinstance(p, RayPending):
+                raise TypeError(f"RayBackend.cancel got a handle of another backend: {p!r}")
+
     def submit(self, workers: Sequence[object], calls: Sequence[RankCall]) -> list[RayPending]:
         """``invoke.remote((role, method, args, kwargs), *handles)`` per rank, no waiting."""
         out: list[RayPending] = []

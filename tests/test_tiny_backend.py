@@ -132,6 +132,9 @@ class PipeBackend:
     def share(self, value: object) -> object:
         return value
 
+    def cancel(self, pending: Sequence[object]) -> None:
+        """Best effort allows nothing: a rank's pipe carries one call at a time."""
+
     def submit(self, workers: Sequence[object], calls: Sequence[RankCall]) -> list[PipePending]:
         out: list[PipePending] = []
         for w, call in zip(workers, calls, strict=True):

@@ -245,6 +245,9 @@ class InProcessBackend:
     def share(self, value: object) -> object:
         return value
 
+    def cancel(self, pending: Sequence[object]) -> None:
+        """A no-op: calls run when they are submitted, so there is nothing left to stop."""
+
     def submit(self, workers: Sequence[object], calls: Sequence[RankCall]) -> list[_Pending]:
         return [self._run(self._worker(w), call) for w, call in zip(workers, calls, strict=True)]
 

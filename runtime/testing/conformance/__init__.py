@@ -38,6 +38,7 @@ pytest.register_assert_rewrite(
             "suite_padding_futures",
             "suite_placement",
             "suite_protocol",
+            "suite_recovery",
         )
     )
 )

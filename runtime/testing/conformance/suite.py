@@ -21,6 +21,7 @@ from runtime.testing.conformance.suite_fusion_mesh import *  # noqa: F403
 from runtime.testing.conformance.suite_padding_futures import *  # noqa: F403
 from runtime.testing.conformance.suite_placement import *  # noqa: F403
 from runtime.testing.conformance.suite_protocol import *  # noqa: F403
+from runtime.testing.conformance.suite_recovery import *  # noqa: F403
 
 __all__ = [
     "Groups",
@@ -52,6 +53,8 @@ __all__ = [
     "test_await_a_future",
     "test_batch_arguments_of_different_lengths",
     "test_call_by_name_one_to_all",
+    "test_cancel_is_best_effort_and_never_hangs",
+    "test_cancel_of_finished_calls_is_a_no_op",
     "test_check_alive_names_the_dead_rank",
     "test_colocated_groups_see_the_same_devices",
     "test_concat_with_conflicting_meta",
@@ -143,6 +146,10 @@ __all__ = [
     "test_register_only_attaches_metadata",
     "test_reserve_is_shared_by_split_pools",
     "test_reserve_returns_one_ip_per_node_entry_and_is_idempotent",
+    "test_restart_after_a_deadline_replaces_the_hung_rank",
+    "test_restart_after_a_death_gives_the_same_ranks_back",
+    "test_restart_of_a_shut_down_group_is_refused",
+    "test_restart_rebuilds_the_workers_and_their_meshes",
     "test_run_function_runs_a_driver_function_on_every_rank",
     "test_sibling_outside_a_worker",
     "test_slow_call_within_the_deadline",
@@ -169,4 +176,5 @@ __all__ = [
     "test_worker_method_that_raises",
     "test_worker_method_that_raises_non_blocking",
     "test_wrong_number_of_per_rank_arguments",
+    "to_recover",
 ]
