@@ -81,11 +81,12 @@ Cancellation and recovery
     :mod:`runtime.errors` error within the deadline, never hangs, and the host keeps answering
     later calls. The in-process backend runs calls at submit time, so its ``cancel`` is a
     no-op; Ray's and Monarch's are no-ops too (neither can interrupt a running call of an
-    ordered actor, and ``ray.cancel`` of an actor call breaks the actor). Recovery needs
-    nothing more than the methods above: :meth:`runtime.WorkerGroup.restart` calls ``terminate`` on the old hosts
-    (which must stop even a hung or dead one), ``reserve`` again and ``spawn`` with the same
-    launches, so a backend must accept a new spawn of a launch whose old host it terminated
-    (same name, same placement).
+    ordered actor, and ``ray.cancel`` of an actor call breaks the actor).
+
+    Recovery needs nothing more than the methods above: :meth:`runtime.WorkerGroup.restart`
+    calls ``terminate`` on the old hosts (which must stop even a hung or dead one),
+    ``reserve`` again and ``spawn`` with the same launches, so a backend must accept a new
+    spawn of a launch whose old host it terminated (same name, same placement).
 
 Threads
     Every method may be called from any thread, concurrently with the others: the liveness
