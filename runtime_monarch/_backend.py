@@ -60,8 +60,8 @@ __all__ = ["MonarchBackend", "MonarchPending", "MonarchWorker"]
 
 _log = get_logger()
 
-#: How often a waiting call looks at each rank's future.
-_POLL = 0.01
+#: The longest a waiting call blocks on one rank before looking at every rank again.
+_SLICE = 0.05
 
 
 def _log_fault(failure: object) -> None:
@@ -339,17 +339,24 @@ class MonarchBackend:
     def _gather(
         self, items: Sequence[MonarchPending], *, timeout: float | None, starting: bool
     ) -> list[Any]:
+        """Wait on the first unfinished call for up to one slice, then look at every rank
+        (finished calls, failures, dead processes) and repeat until done or the deadline."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             for p in items:
+                if p.done:
+                    continue
+                left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+                self._poll_one(p, starting, max(0.0, left))
                 if not p.done:
-                    self._poll_one(p, starting)
-            failed = [p for p in items if p.done and p.error is not None]
+                    break
+            for p in items:
+                if not p.done and p.worker.pid != 0 and not _pid_running(p.worker.pid):
+                    p.worker.dead = True
+                    p.error, p.done = self._died(p), True
+            failed = [p.error for p in items if p.error is not None]
             if failed:
-                raise min(
-                    (p.error for p in failed if p.error is not None),
-                    key=lambda e: (not isinstance(e, WorkerDiedError), getattr(e, "rank", 0) or 0),
-                )
+                raise min(failed, key=_precedence)
             waiting = [p for p in items if not p.done]
             if not waiting:
                 return [p.value for p in items]
@@ -361,17 +368,11 @@ class MonarchBackend:
                     pending_ranks=sorted(p.call.rank for p in waiting),
                     timeout=timeout,
                 )
-            for p in waiting:
-                if not p.done and not _pid_running(p.worker.pid) and p.worker.pid != 0:
-                    p.worker.dead = True
-            time.sleep(_POLL if len(waiting) > 1 else 0)
 
-    def _poll_one(self, p: MonarchPending, starting: bool) -> None:
+    def _poll_one(self, p: MonarchPending, starting: bool, wait: float) -> None:
         try:
-            p.value = p.future.get(timeout=_POLL)
+            p.value = p.future.get(timeout=wait)
         except TimeoutError:
-            if p.worker.dead and p.worker.pid == -1:
-                p.error, p.done = self._died(p), True
             return
         except ActorError as exc:
             p.error = self._map_actor_error(exc, p, starting)
@@ -416,6 +417,12 @@ class MonarchBackend:
         if not isinstance(w, MonarchWorker):
             raise TypeError(f"MonarchBackend got a worker handle of another backend: {w!r}")
         return w
+
+
+def _precedence(error: BaseException) -> tuple[bool, int]:
+    """The contract's order: a death first, else the lowest rank."""
+    rank = getattr(error, "rank", None)
+    return (not isinstance(error, WorkerDiedError), rank if isinstance(rank, int) else 1 << 30)
 
 
 def _pid_running(pid: int) -> bool:
