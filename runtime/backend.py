@@ -59,7 +59,9 @@ Calls
     result: no aliasing between ranks or with the caller (four ranks incrementing an argument
     tensor leave the caller's tensor unchanged and each see ``+1``), and no tensor shared
     through shared memory (a pickler that moves tensors by shared-memory handles, such as
-    ``torch.multiprocessing``'s, breaks this rule: copy the storage).
+    ``torch.multiprocessing``'s, breaks this rule: copy the storage). Arguments and results
+    travel with cloudpickle semantics, like launches: a lambda, a closure over driver state
+    and a class defined in a function or in ``__main__`` reach the worker by value.
 
     ``wait(pending, timeout=)`` returns the results in order. ``timeout=None`` means no
     deadline (a dead rank is still reported as soon as it is noticed, never a hang forever on

@@ -339,17 +339,18 @@ class MonarchBackend:
     def _gather(
         self, items: Sequence[MonarchPending], *, timeout: float | None, starting: bool
     ) -> list[Any]:
-        """Wait on the first unfinished call for up to one slice, then look at every rank
-        (finished calls, failures, dead processes) and repeat until done or the deadline."""
+        """Wait on the first unfinished call for up to one slice, look at every other rank
+        (finished calls, failures, dead processes), repeat until done or the deadline."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            blocked = False
             for p in items:
                 if p.done:
                     continue
                 left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
-                self._poll_one(p, starting, max(0.0, left))
-                if not p.done:
-                    break
+                # Block on the first unfinished rank only; look at the others without waiting.
+                self._poll_one(p, starting, 0.0 if blocked else max(0.0, left))
+                blocked = blocked or not p.done
             for p in items:
                 if not p.done and p.worker.pid != 0 and not _pid_running(p.worker.pid):
                     p.worker.dead = True

@@ -19,6 +19,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import attrs
+import cloudpickle
 import pytest
 
 from runtime import ResourcePool
@@ -34,9 +35,10 @@ from runtime.testing.conformance.suite import *  # noqa: F403
 
 
 def _send(conn: Connection, message: object) -> None:
-    # Stdlib pickle, not Connection.send: multiprocessing's pickler moves tensors through
-    # shared memory, so ranks would alias one tensor (the private-copy rule forbids it).
-    conn.send_bytes(pickle.dumps(message))
+    # cloudpickle (values travel as on Ray), not Connection.send: multiprocessing's pickler
+    # moves tensors through shared memory, so ranks would alias one tensor (the private-copy
+    # rule forbids it).
+    conn.send_bytes(cloudpickle.dumps(message))
 
 
 def _recv(conn: Connection) -> Any:
@@ -104,7 +106,8 @@ class PipeBackend:
         workers: list[PipeWorker] = []
         for launch in launches:
             ours, theirs = _CTX.Pipe()
-            process = _CTX.Process(target=_rank_main, args=(theirs, pickle.dumps(launch)))
+            payload = cloudpickle.dumps(launch)
+            process = _CTX.Process(target=_rank_main, args=(theirs, payload))
             process.start()
             workers.append(PipeWorker(process, ours, launch))
         self._workers.extend(workers)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import pickle
 import threading
@@ -12,11 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+import cloudpickle
 
 from runtime.backend import (
     HostLaunch,
     RankCall,
     ResourcePool,
+    Shared,
     WorkerHost,
     extract_handles,
     free_port,
@@ -309,10 +310,25 @@ class InProcessBackend:
         if not self.copy_values:
             return value
         buffers: list[pickle.PickleBuffer] = []
-        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        # cloudpickle, as Ray and Monarch use: lambdas, closures and classes from __main__
+        # travel by value, so what a real backend accepts works here too.
+        data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
         # The out-of-band buffers are views of the sender's memory: hand the receiver copies,
         # as a real transport would, or it would alias (and could mutate) the caller's data.
         return pickle.loads(data, buffers=[bytearray(b) for b in buffers])
+
+    def _unpicklable(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+        """Which argument fails to pickle (for the error message)."""
+        named: list[tuple[str, Any]] = [(f"argument {i}", a) for i, a in enumerate(args)]
+        named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+        for name, given in named:
+            # The in-process share() handle is the value itself.
+            value = given.handle if isinstance(given, Shared) else given
+            try:
+                cloudpickle.dumps(value)
+            except (pickle.PicklingError, TypeError, AttributeError):
+                return f"{name} ({type(value).__qualname__})"
+        return "an argument"
 
     def _run(self, worker: InProcessWorker, call: RankCall) -> _Pending:
         pending = _Pending(call.rank, call.role, call.method, ready_at=time.monotonic())
@@ -354,21 +370,25 @@ class InProcessBackend:
             return pending
         args, kwargs, handles = extract_handles(call.args, call.kwargs)
         began = time.monotonic()
+        what = "an argument"
         try:
             resolved = [self._resolve(h) for h in handles]
-            value = worker.host.invoke(
-                call.role, call.method, self._copy(args), self._copy(kwargs), self._copy(resolved)
-            )
+            sent = (self._copy(args), self._copy(kwargs), self._copy(resolved))
+            what = "the result"
+            value = worker.host.invoke(call.role, call.method, *sent)
             pending.value = self._copy(value)
         except (WorkerError, CallTimeoutError) as err:
             pending.error = err
         except (pickle.PicklingError, TypeError, AttributeError) as err:
-            buf = io.StringIO()
-            traceback.print_exc(file=buf)
+            if what != "the result":
+                what = self._unpicklable(call.args, dict(call.kwargs))
             pending.error = RemoteMethodError(
                 remote_type=type(err).__qualname__,
-                remote_message=f"value could not be pickled: {err}",
-                remote_traceback=buf.getvalue(),
+                remote_message=(
+                    f"{what} could not be pickled: {err}. Values sent to and from workers must "
+                    "be picklable with cloudpickle (as on every backend)"
+                ),
+                remote_traceback=traceback.format_exc(),
                 role=call.role,
                 rank=call.rank,
                 method=call.method,

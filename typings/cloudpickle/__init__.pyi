@@ -1,2 +1,9 @@
-# The one cloudpickle function runtime_monarch uses (cloudpickle ships no py.typed).
-def dumps(obj: object, protocol: int | None = None) -> bytes: ...
+# The cloudpickle surface we use (cloudpickle ships no py.typed).
+from collections.abc import Callable
+from pickle import PickleBuffer
+
+def dumps(
+    obj: object,
+    protocol: int | None = None,
+    buffer_callback: Callable[[PickleBuffer], object] | None = None,
+) -> bytes: ...

@@ -39,6 +39,7 @@ pytest.register_assert_rewrite(
             "suite_placement",
             "suite_protocol",
             "suite_recovery",
+            "suite_values",
         )
     )
 )

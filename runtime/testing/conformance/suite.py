@@ -22,6 +22,7 @@ from runtime.testing.conformance.suite_padding_futures import *  # noqa: F403
 from runtime.testing.conformance.suite_placement import *  # noqa: F403
 from runtime.testing.conformance.suite_protocol import *  # noqa: F403
 from runtime.testing.conformance.suite_recovery import *  # noqa: F403
+from runtime.testing.conformance.suite_values import *  # noqa: F403
 
 __all__ = [
     "Groups",
@@ -44,10 +45,15 @@ __all__ = [
     "square_plus_one",
     "summary",
     "temp_mode",
+    "test_a_class_defined_in_a_function_travels_by_value",
+    "test_a_closure_over_driver_state_travels",
+    "test_a_lambda_travels_as_an_argument",
     "test_a_non_batch_future_cannot_be_passed_on",
     "test_a_shut_down_group_refuses_calls",
+    "test_a_worker_class_defined_in_a_function_runs",
     "test_all_to_all_by_name_takes_one_list_per_argument",
     "test_all_to_all_typed_per_rank_call",
+    "test_an_unpicklable_argument_is_named_in_process",
     "test_auto_padding_returns_exactly_the_input_rows_in_order",
     "test_auto_padding_with_a_keyword_batch_argument",
     "test_await_a_future",
