@@ -67,6 +67,11 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["export"]:
+        from rlrun import export
+
+        return export.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m rlrun", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML config file (defaults are used without one)")
     parser.add_argument("--backend", default="ray", choices=["ray", "monarch", "inprocess"])

@@ -5,18 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
-from ppo import PPOTrainer
+from ppo import ActorRolloutWorker, PPOTrainer
 from ppo.metrics import read_metrics
+from ppo.pipeline import RolloutWorker, flat_weights
 from runtime_ray import RayBackend
-from tests.trainer_support import short_answer_reward, tiny_config
+from tests.trainer_support import save_tiny_model, tiny_config, varied_reward
 
 pytestmark = pytest.mark.ray
 
 
 def test_grpo_with_two_data_parallel_ranks_on_ray(backend: RayBackend, tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, ["resources.actor_ranks=2", "trainer.total_steps=2"])
-    with PPOTrainer(backend=backend, config=cfg, reward_fn=short_answer_reward) as trainer:
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=varied_reward) as trainer:
         history = trainer.fit()
         assert trainer.actor is not None
         assert trainer.actor.world_size == 2
@@ -26,7 +28,7 @@ def test_grpo_with_two_data_parallel_ranks_on_ray(backend: RayBackend, tmp_path:
     rows = [r for r in history if r["step"] > 0]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["actor/grad_norm"] > 0 for r in rows)
-    assert (tmp_path / "checkpoints" / "step_2" / "actor.pt").is_file()
+    assert (tmp_path / "checkpoints" / "step_2" / "actor" / "model.safetensors").is_file()
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1, 2]
 
 
@@ -40,7 +42,7 @@ def test_gae_with_roles_in_separate_processes(backend: RayBackend, tmp_path: Pat
             "trainer.test_freq=0",
         ],
     )
-    with PPOTrainer(backend=backend, config=cfg, reward_fn=short_answer_reward) as trainer:
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=varied_reward) as trainer:
         history = trainer.fit()
         assert trainer.actor is not None
         assert trainer.critic is not None
@@ -58,3 +60,69 @@ def _pid(worker: object) -> int:
     import os
 
     return os.getpid()
+
+
+def test_a_saved_hf_model_trains_with_ddp_on_ray(backend: RayBackend, tmp_path: Path) -> None:
+    model_dir = save_tiny_model(tmp_path / "model")
+    cfg = tiny_config(
+        tmp_path / "run",
+        [
+            f"model.path={str(model_dir)!r}",
+            "resources.actor_ranks=2",
+            "actor.micro_batch_size=2",
+            "trainer.total_steps=1",
+            "trainer.test_freq=0",
+        ],
+    )
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=varied_reward) as trainer:
+        row = trainer.fit()[-1]
+        assert trainer.actor is not None
+        kinds = trainer.actor.run_function(_model_kind)
+        identical = trainer.actor.run_function(_first_weight)
+    assert kinds == ["DistributedDataParallel", "DistributedDataParallel"]
+    assert torch.equal(identical[0], identical[1])  # DDP kept the replicas in step
+    assert row["actor/grad_norm"] > 0
+    assert (tmp_path / "run" / "hf_model" / "config.json").is_file()
+
+
+def _model_kind(worker: ActorRolloutWorker) -> str:
+    dp = worker._dp
+    return type(dp.model).__name__ if dp is not None else "none"
+
+
+def _first_weight(worker: ActorRolloutWorker) -> torch.Tensor:
+    return next(worker.model.parameters()).detach().clone()
+
+
+def test_async_rollouts_in_their_own_process_get_the_weights(
+    backend: RayBackend, tmp_path: Path
+) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        [
+            "trainer.mode='async'",
+            "async.max_staleness=1",
+            "trainer.total_steps=3",
+            "trainer.test_freq=0",
+        ],
+    )
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=varied_reward) as trainer:
+        rows = trainer.fit()
+        assert trainer.actor is not None
+        assert trainer.rollout is not None
+        actor_pid = trainer.actor.run_function(_pid)[0]
+        rollout_pid = trainer.rollout.run_function(_pid)[0]
+        actor_w = trainer.actor.run_function(_actor_flat)[0]
+        rollout_w, version = trainer.rollout.run_function(_rollout_flat)[0]
+    assert actor_pid != rollout_pid
+    assert [r["async/staleness_max"] for r in rows] == [0.0, 1.0, 1.0]
+    assert version == 3
+    assert torch.equal(actor_w, rollout_w)  # the last update reached the rollout worker
+
+
+def _actor_flat(worker: ActorRolloutWorker) -> torch.Tensor:
+    return flat_weights(worker.model)
+
+
+def _rollout_flat(worker: RolloutWorker) -> tuple[torch.Tensor, int]:
+    return flat_weights(worker.engine.model), worker.engine.weights_version
