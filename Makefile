@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 CORE_STAMP := $(CORE_VENV)/.installed
 
 # Packages and tests that exist in this checkout (benchmarks/ may not exist yet).
-LINT_PATHS := $(wildcard runtime runtime_ray ppo rlrun tests benchmarks)
+LINT_PATHS := $(wildcard runtime runtime_ray runtime_monarch ppo rlrun tests benchmarks)
 
 # Run the steps of `test` strictly in the order written, even under `make -j`.
 .NOTPARALLEL:
@@ -23,12 +23,12 @@ LINT_PATHS := $(wildcard runtime runtime_ray ppo rlrun tests benchmarks)
 
 help:
 	@echo "make test            lint typecheck typecheck-core imports test-core test-py (fail fast)"
-	@echo "make venv            $(VENV) with '.[ray,dev,plot]' (re-installed when $(DEPS) change)"
+	@echo "make venv            $(VENV) with '.[ray,monarch,dev,plot]' (re-installed when $(DEPS) change)"
 	@echo "make lint            ruff check + ruff format --check"
 	@echo "make typecheck       mypy --config-file mypy.ini (packages + tests + tests/typing)"
 	@echo "make typecheck-core  mypy --config-file mypy-core.ini -p runtime -p ppo (no ray allowed)"
 	@echo "make imports         lint-imports (contracts in pyproject.toml)"
-	@echo "make test-core       pytest -m 'not ray' in $(CORE_VENV), a venv WITHOUT ray"
+	@echo "make test-core       pytest -m 'not ray and not monarch' in $(CORE_VENV) (no ray, no monarch)"
 	@echo "make test-py         the full pytest suite in $(VENV)"
 	@echo "make demo            python -m rlrun --config demo"
 	@echo "make bench           every benchmarks/bench_*.py in turn"
@@ -40,12 +40,13 @@ venv: $(STAMP)
 
 $(STAMP): $(DEPS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[ray,dev,plot]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[ray,monarch,dev,plot]'
 	touch $@
 
 venv-core: $(CORE_STAMP)
 
-# The core install: the `ray` extra is the only thing that brings ray, so '.[dev]' must not.
+# The core install: the `ray` and `monarch` extras are the only things that bring ray and
+# torchmonarch, so '.[dev]' must not.
 $(CORE_STAMP): $(DEPS)
 	test -x $(CORE_PY) || $(PYTHON) -m venv $(CORE_VENV)
 	$(CORE_VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
@@ -67,7 +68,7 @@ typecheck-core: $(STAMP)
 # if the editable install's finder predates a package; the check below makes a package that is
 # not (yet) a regular package fail with a clear message instead of a grimp traceback.
 imports: $(STAMP)
-	@for pkg in runtime runtime_ray ppo rlrun; do \
+	@for pkg in runtime runtime_ray runtime_monarch ppo rlrun; do \
 	  test -f $$pkg/__init__.py || { echo "imports: $$pkg/__init__.py is missing"; exit 1; }; \
 	done
 	$(VENV)/bin/lint-imports
@@ -79,7 +80,11 @@ test-core: $(CORE_STAMP)
 	  echo "test-core: ray is importable in $(CORE_VENV); the core install must not bring it"; \
 	  exit 1; \
 	fi
-	$(CORE_PY) -m pytest -m "not ray"
+	@if $(CORE_PY) -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("monarch") is None)'; then \
+	  echo "test-core: monarch is importable in $(CORE_VENV); the core install must not bring it"; \
+	  exit 1; \
+	fi
+	$(CORE_PY) -m pytest -m "not ray and not monarch"
 
 test-py: $(STAMP)
 	$(PY) -m pytest

@@ -1,9 +1,11 @@
 """``python -m rlrun --config demo [section.field=value ...]``.
 
-Chooses the backend by name (``ray``, the default, or ``inprocess`` for debugging), builds
-``PPOTrainer(backend=..., config=...)``, trains with a progress bar and a one-line summary per
-step, and leaves ``config.toml``, ``metrics.jsonl``, ``reward_curve.png``, ``summary.json`` and
-checkpoints in the run directory.
+Chooses the backend by name (``ray``, the default, ``monarch``, or ``inprocess`` for
+debugging), builds ``PPOTrainer(backend=..., config=...)``, trains with a progress bar and a
+one-line summary per step, and leaves ``config.toml``, ``metrics.jsonl``, ``reward_curve.png``,
+``summary.json``, checkpoints and the final policy (``hf_model/``) in the run directory.
+``python -m rlrun export <checkpoint> <dir>`` writes a checkpoint's policy as a Hugging Face
+model.
 
 Exit status: 0 when training completed; 2 with one ``error: ...`` line for bad input (command
 line, config, data, run directory, checkpoint, a reward function's bad value); 130 with one line
@@ -30,11 +32,12 @@ from runtime.errors import BackendUnavailableError, RemoteMethodError
 
 __all__ = ["build_backend", "main"]
 
-BACKENDS = ("ray", "inprocess")
+BACKENDS = ("ray", "monarch", "inprocess")
 
 
 def build_backend(name: str, *, address: str | None = None, num_cpus: int | None = None) -> Backend:
-    """The backend called ``name``: ``"ray"`` (local cluster or ``address``) or ``"inprocess"``."""
+    """The backend called ``name``: ``"ray"`` (local cluster or ``address``), ``"monarch"``
+    (one process per rank on this host) or ``"inprocess"``."""
     if name == "inprocess":
         from runtime.testing import InProcessBackend
 
@@ -49,6 +52,15 @@ def build_backend(name: str, *, address: str | None = None, num_cpus: int | None
             ) from exc
         _adopt_ray_logger()
         return RayBackend(address=address, num_cpus=num_cpus)
+    if name == "monarch":
+        try:
+            from runtime_monarch import MonarchBackend
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "Backend 'monarch' is not available: install it with "
+                "`pip install 'rlruntime[monarch]'` (or use --backend ray)"
+            ) from exc
+        return MonarchBackend()
     raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
 
 

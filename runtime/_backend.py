@@ -1,40 +1,6 @@
-"""The ``Backend`` Protocol: the whole surface a backend implements.
+"""The ``Backend`` Protocol and the records it exchanges with the core.
 
-The core (dispatch planning, padding, futures, fusion, placement planning) is backend-agnostic
-and lives in ``runtime``; a backend only reserves resources, starts one host per rank, moves
-per-rank arguments and results, and reports liveness. Two implementations ship:
-:class:`runtime.testing.InProcessBackend` and ``runtime_ray.RayBackend``.
-
-The contract, method by method (``workers`` and ``pending`` values are opaque handles the
-backend itself returned):
-
-placement
-    ``reserve(pool, timeout=)`` reserves every node entry of ``pool`` (idempotent per entry:
-    split and colocated pools share a reservation) and returns the **node IP** of each entry,
-    in ``pool.nodes`` order. Infeasible or timed out: :class:`~runtime.errors.PlacementError`.
-    ``master_endpoint(node_ip, port_range=)`` returns an address and a free port on that node
-    for the ``torch.distributed`` rendezvous (first free port in ``[lo, hi)`` when given).
-lifecycle
-    ``spawn(launches, timeout=)`` starts one :class:`~runtime.HostLaunch` per rank, each on its
-    placement. The backend **configures visible devices** for each rank (the planned
-    ``CUDA_VISIBLE_DEVICES``, or the accelerator ids it assigned itself; in a "don't set
-    visible devices" mode the local rank comes from those ids), builds a
-    :class:`~runtime.WorkerHost` in the rank's process with the final
-    :class:`~runtime.WorkerContext` and calls its ``start()``. Fusion needs nothing more: a
-    launch may hold several roles. A constructor that raises becomes
-    :class:`~runtime.errors.WorkerStartError` naming role and rank.
-    ``alive(workers)`` probes liveness; ``terminate(workers)`` stops hosts;
-    ``shutdown()`` releases everything the backend started.
-calls
-    ``submit(workers, calls)`` starts ``calls[i]`` on ``workers[i]`` (``WorkerHost.invoke``)
-    and returns one pending handle per call without waiting. Argument values that are
-    :class:`~runtime.Shared` or :class:`~runtime.FutureSlice` must reach the host resolved
-    (see :func:`runtime.extract_handles` / :func:`runtime.fill_handles`).
-    ``wait(pending, timeout=)`` returns the results in order, or raises
-    :class:`~runtime.errors.CallTimeoutError` (naming the ranks still pending),
-    :class:`~runtime.errors.WorkerDiedError` or :class:`~runtime.errors.RemoteMethodError`.
-    ``share(value)`` publishes a value once for many ranks and returns a handle to put in
-    arguments (the object store's ``put``; identity for the in-process backend).
+Public through :mod:`runtime.backend`, whose docstring states the whole contract.
 """
 
 from __future__ import annotations
@@ -89,7 +55,7 @@ class RankCall:
 
 @runtime_checkable
 class Backend(Protocol):
-    """Reserve, spawn, call, share, probe, stop. See the module docstring for the contract."""
+    """Reserve, spawn, call, share, probe, stop. :mod:`runtime.backend` states the contract."""
 
     def reserve(self, pool: ResourcePool, *, timeout: float) -> Sequence[str]:
         """Reserve ``pool``'s node entries; return each entry's node IP (``pool.nodes`` order)."""
@@ -115,6 +81,10 @@ class Backend(Protocol):
 
     def share(self, value: object) -> object:
         """Publish ``value`` once for many ranks; the handle goes into arguments."""
+        ...
+
+    def cancel(self, pending: Sequence[object]) -> None:
+        """Best effort: stop these calls if the engine can (never raises for a finished one)."""
         ...
 
     def alive(self, workers: Sequence[object]) -> list[bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -26,6 +26,7 @@ __all__ = [
     "WorkerContext",
     "check_extra_env",
     "current_context",
+    "finalize_context",
     "free_port",
     "normalize_visible_devices",
 ]
@@ -166,3 +167,27 @@ def free_port(host: str = "") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def finalize_context(
+    planned: WorkerContext, assigned_ids: Sequence[str | int] | None, *, noset: bool = False
+) -> WorkerContext:
+    """The context a rank really runs with, given the accelerator ids its backend assigned.
+
+    ``assigned_ids=None``: the backend assigns nothing itself, so the planned
+    ``visible_devices`` are the ids (e.g. a backend that exports ``CUDA_VISIBLE_DEVICES`` from
+    the plan before the process starts). Otherwise, normal mode: ``visible_devices`` become the
+    assigned ids (what the backend exported; the plan only guessed them). NOSET mode
+    (``noset=True``, the backend leaves every device visible): ``visible_devices`` is empty
+    and ``local_rank`` is the first assigned id (the device index to use, ``cuda:{local_rank}``),
+    as verl does; with no ids the planned ``local_rank`` stays.
+    """
+    if assigned_ids is None:
+        if not noset:
+            return planned
+        assigned_ids = planned.visible_devices
+    ids = tuple(str(i) for i in assigned_ids)
+    if noset:
+        local_rank = int(ids[0]) if ids else planned.local_rank
+        return attrs.evolve(planned, visible_devices=(), local_rank=local_rank)
+    return attrs.evolve(planned, visible_devices=ids)

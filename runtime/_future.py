@@ -204,6 +204,12 @@ class GroupFuture(Generic[T]):
         value: T = self._value
         return value
 
+    def cancel(self) -> None:
+        """Ask the backend to stop the ranks' calls, best effort (``Backend.cancel``): a call
+        that already runs may finish anyway; ``get`` then returns or raises, never hangs."""
+        if not self._done:
+            self._backend.cancel(self._pending)
+
     def __await__(self) -> Generator[Any, None, T]:
         return asyncio.to_thread(self.get).__await__()
 

@@ -46,7 +46,7 @@ from runtime._register import (
     registered_methods,
 )
 from runtime._spec import WorkerSpec
-from runtime.errors import DispatchError, FusionError, WorkerDiedError
+from runtime.errors import DispatchError, FusionError, PlacementError, WorkerDiedError
 
 __all__ = ["GroupCore", "LivenessMonitor", "WorkerGroup", "spawn_core"]
 
@@ -532,6 +532,38 @@ class WorkerGroup(Generic[W]):
     ) -> LivenessMonitor:
         """Probe the ranks every ``interval`` seconds in a daemon thread."""
         return LivenessMonitor(self, interval, on_failure)
+
+    def restart(self, *, timeout: float = 300.0) -> None:
+        """Replace every host of this group with a fresh one, after a death or a deadline.
+
+        Same placement, ranks, names and master address; the workers are constructed again
+        (their state is lost) and meshes registered anew. Every view of the group, and every
+        role of a fused group, uses the new hosts. Futures of the old hosts fail or are
+        abandoned. Raises :class:`~runtime.errors.PlacementError` when the backend cannot give
+        the same nodes back, and ``ValueError`` for a shut-down or attached group.
+        """
+        core = self._core
+        if core.closed:
+            raise ValueError(f"group {core.name!r} was shut down; create a new group instead")
+        if core.plan is None or not core.launches:
+            raise ValueError(
+                f"group {core.name!r} was attached, not spawned here: only the driver that "
+                "created it knows how to restart it"
+            )
+        core.backend.terminate(core.workers)
+        pool = core.plan.pool
+        ips = core.backend.reserve(pool, timeout=timeout)
+        before = {p.node.key: p.node_ip for p in core.plan.ranks}
+        now = {n.key: ip for n, ip in zip(pool.nodes, ips, strict=True) if n.key in before}
+        if now != before:
+            raise PlacementError(
+                f"restarting group {core.name!r}: the backend placed its node entries on "
+                f"{sorted(now.values())}, not on {sorted(before.values())} as before; create a "
+                "new group instead"
+            )
+        core.workers = tuple(core.backend.spawn(core.launches, timeout=timeout))
+        with core.lock:
+            core.meshes.clear()
 
     def shutdown(self) -> None:
         """Stop this group's workers (every role of a fused group). Idempotent."""

@@ -68,9 +68,26 @@ class WorkerHost:
         if not scoped_env:
             os.environ.update(self._env)
 
+    #: Names of the built-in calls every host answers through :meth:`invoke` (they never
+    #: clash with user methods). A backend may also call the methods directly.
+    CONTEXT = CONTEXT
+    MESH_INFO = MESH_INFO
+    PING = PING
+    RUN_FUNCTION = RUN_FUNCTION
+
     def role_context(self, role: str) -> WorkerContext:
-        """The context ``role`` sees on this rank (built once per role)."""
+        """The context ``role`` sees on this rank (built once per role); the built-in call
+        :attr:`CONTEXT`."""
         return self._contexts[role]
+
+    def mesh_info(self, role: str, name: str) -> tuple[int, bool] | None:
+        """``(dp_rank, is_collector)`` that ``role`` registered for mesh ``name`` on this rank,
+        or ``None``; the built-in call :attr:`MESH_INFO`."""
+        return self.meshes[role].get(name)
+
+    def ping(self) -> int:
+        """This host's rank (a liveness probe); the built-in call :attr:`PING`."""
+        return self.context.rank
 
     @contextmanager
     def activate(self, role: str) -> Iterator[None]:
@@ -128,11 +145,11 @@ class WorkerHost:
             if resolved:
                 args, kwargs = fill_handles(args, kwargs, resolved)
             if method == MESH_INFO:
-                return self.meshes[role].get(args[0])
+                return self.mesh_info(role, args[0])
             if method == CONTEXT:
                 return self.role_context(role)
             if method == PING:
-                return rank
+                return self.ping()
             instance = self.instances[role]
             with self.activate(role):
                 if method == RUN_FUNCTION:

@@ -23,9 +23,7 @@ from typing import Any
 import attrs
 import ray
 
-from runtime._backend import HostLaunch
-from runtime._context import WorkerContext
-from runtime._host import WorkerHost
+from runtime.backend import HostLaunch, WorkerContext, WorkerHost, finalize_context
 from runtime.errors import WorkerStartError
 from runtime_ray._casts import actor_class
 
@@ -42,18 +40,9 @@ Invocation = tuple[str, str, Sequence[Any], Mapping[str, Any]]
 
 
 def final_context(planned: WorkerContext, gpu_ids: Sequence[str], *, noset: bool) -> WorkerContext:
-    """The context a rank really runs with, given the GPU ids Ray assigned to its actor.
-
-    Normal mode: ``visible_devices`` are Ray's ids (what Ray put in ``CUDA_VISIBLE_DEVICES``;
-    the plan only guessed them). NOSET mode: every device stays visible, so
-    ``visible_devices`` is empty and ``local_rank`` is the first assigned id (the device index
-    to use, e.g. ``cuda:{local_rank}``), as verl does.
-    """
-    ids = tuple(str(i) for i in gpu_ids)
-    if noset:
-        local_rank = int(ids[0]) if ids else planned.local_rank
-        return attrs.evolve(planned, visible_devices=(), local_rank=local_rank)
-    return attrs.evolve(planned, visible_devices=ids)
+    """The context a rank really runs with, given the GPU ids Ray assigned to its actor
+    (:func:`runtime.backend.finalize_context`: Ray's ids, or NOSET mode's local rank)."""
+    return finalize_context(planned, gpu_ids, noset=noset)
 
 
 class RayHost:

@@ -20,7 +20,7 @@ import secrets
 import attrs
 from ray._raylet import Config  # type: ignore[attr-defined]  # a Cython class ray's stubs omit
 
-from runtime._log import get_logger
+from runtime.backend import get_logger
 
 __all__ = ["AUTH_MODE", "AUTH_TOKEN", "AuthEnv", "client_env", "enable_token_auth"]
 

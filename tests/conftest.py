@@ -15,6 +15,9 @@ import pytest
 import structlog
 from hypothesis import settings
 
+# The conformance suite's fixtures (runtime_backend, backend, faults, calc4, ...).
+pytest_plugins = ["runtime.testing.conformance.plugin"]
+
 # tests/typing/ holds files that mypy checks and pytest never runs (see tests/typing/README.md).
 collect_ignore_glob = ["typing/*"]
 
@@ -27,14 +30,27 @@ def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
+def monarch_available() -> bool:
+    """Whether torchmonarch is installed (without importing it)."""
+    return importlib.util.find_spec("monarch") is not None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip every test marked ``ray`` when ray is not installed (the core-only install)."""
-    if ray_available():
-        return
-    skip = pytest.mark.skip(reason="ray is not installed; install it with: pip install '.[ray]'")
-    for item in items:
-        if item.get_closest_marker("ray") is not None:
-            item.add_marker(skip)
+    """Skip every test marked ``ray`` (``monarch``) when ray (torchmonarch) is not installed
+    (the core-only install has neither)."""
+    missing = {
+        "ray": None if ray_available() else "ray is not installed; pip install '.[ray]'",
+        "monarch": None
+        if monarch_available()
+        else "torchmonarch is not installed; pip install '.[monarch]'",
+    }
+    for marker, reason in missing.items():
+        if reason is None:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

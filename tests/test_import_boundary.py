@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ray_available
+from tests.conftest import monarch_available, ray_available
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("runtime", "runtime_ray", "ppo", "rlrun")
+PACKAGES = ("runtime", "runtime_ray", "runtime_monarch", "ppo", "rlrun")
 CORE_PACKAGES = ("runtime", "ppo")
-SURFACE_PACKAGES = ("runtime", "runtime_ray", "ppo")
-BANNED = ("ray", "runtime_ray")
+SURFACE_PACKAGES = ("runtime", "runtime_ray", "runtime_monarch", "ppo")
+BANNED = ("ray", "runtime_ray", "monarch", "runtime_monarch")
 
 # Runs in a fresh interpreter: imports the core and every submodule, and records the import
 # stack at the moment any banned top-level module is first looked up.
@@ -90,6 +90,15 @@ def _public_modules(packages: tuple[str, ...]) -> list[str]:
     return sorted(n for n in names if not any(p.startswith("_") for p in n.split(".")))
 
 
+def _skip_missing_engine(module_name: str) -> None:
+    """Skip a backend package's module when its engine is not installed (the core venv)."""
+    package = module_name.partition(".")[0]
+    if package == "runtime_ray" and not ray_available():
+        pytest.skip("runtime_ray needs ray; install it with: pip install '.[ray]'")
+    if package == "runtime_monarch" and not monarch_available():
+        pytest.skip("runtime_monarch needs torchmonarch; install it with: pip install '.[monarch]'")
+
+
 def _isort_key(name: str) -> tuple[int, list[str | int]]:
     """The order ruff's RUF022 (isort-style) gives ``__all__``: SCREAMING_CASE, then CamelCase,
     then the rest; natural order (digit runs compared as numbers) within each group."""
@@ -103,9 +112,9 @@ def _isort_key(name: str) -> tuple[int, list[str | int]]:
     return group, [int(p) if i % 2 else p for i, p in enumerate(parts)]
 
 
-def test_core_import_loads_no_ray() -> None:
+def test_core_import_loads_no_ray_and_no_monarch() -> None:
     """A fresh interpreter importing runtime, runtime.testing, ppo and all their submodules
-    never loads ray or runtime_ray."""
+    never loads ray, monarch or their adapters."""
     probe = _PROBE.format(core=CORE_PACKAGES, banned=BANNED)
     proc = subprocess.run(
         [sys.executable, "-c", probe],
@@ -128,8 +137,7 @@ def test_core_import_loads_no_ray() -> None:
 
 @pytest.mark.parametrize("module_name", _public_modules(SURFACE_PACKAGES))
 def test_all_is_sorted_unique_and_resolves(module_name: str) -> None:
-    if module_name.partition(".")[0] == "runtime_ray" and not ray_available():
-        pytest.skip("runtime_ray needs ray; install it with: pip install '.[ray]'")
+    _skip_missing_engine(module_name)
     module = importlib.import_module(module_name)
     exported = getattr(module, "__all__", None)
     assert isinstance(exported, (list, tuple)), f"{module_name} has no __all__ list"
@@ -148,8 +156,7 @@ def test_all_is_sorted_unique_and_resolves(module_name: str) -> None:
 @pytest.mark.parametrize("module_name", _public_modules(SURFACE_PACKAGES))
 def test_all_is_complete(module_name: str) -> None:
     """Every public class and function *defined* in a public module is exported."""
-    if module_name.partition(".")[0] == "runtime_ray" and not ray_available():
-        pytest.skip("runtime_ray needs ray; install it with: pip install '.[ray]'")
+    _skip_missing_engine(module_name)
     module = importlib.import_module(module_name)
     exported = set(getattr(module, "__all__", ()))
     defined = {

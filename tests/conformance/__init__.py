@@ -1,5 +1,5 @@
-"""The backend conformance suite: one set of tests, run against every backend.
+"""Runs the shipped conformance suite (:mod:`runtime.testing.conformance`) on our backends.
 
-``conftest.py`` parametrizes a ``backend`` fixture over the in-process backend and Ray; worker
-classes live in :mod:`tests.conformance.workers` so Ray worker processes can import them.
+``conftest.py`` parametrizes ``runtime_backend`` over the in-process backend, Ray and Monarch
+(each skipped, with the reason, when its engine is not installed).
 """

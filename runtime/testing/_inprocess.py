@@ -1,25 +1,7 @@
-"""Test support, public API: the in-process backend and its fault injection.
-
-:class:`InProcessBackend` really runs the plain worker objects, in the calling process and
-thread (zero subprocesses; ``breakpoint()`` inside a worker just works). It honours the
-placement plan: while a rank runs, :func:`runtime.current_context` and ``os.environ`` hold that
-rank's values (``RANK``, ``CUDA_VISIBLE_DEVICES``, ...), restored afterwards. Arguments and
-results are passed through a pickle round trip by default, so workers cannot alias the
-caller's data and unpicklable values fail here as they would on a real cluster.
-
-Calls run when they are submitted, rank by rank. :attr:`InProcessBackend.faults` injects
-deterministic failures so failure paths are testable in milliseconds::
-
-    backend = InProcessBackend()
-    backend.faults.die(rank=1)                    # rank 1's next call: WorkerDiedError
-    backend.faults.hang(rank=0, method="step")    # never answers: deadline -> CallTimeoutError
-    backend.faults.slow(rank=2, seconds=0.2)      # answers 0.2 s late
-    backend.faults.fail(rank=3, error=ValueError("boom"))  # the method raises
-"""
+"""The in-process backend and its fault injection (public through :mod:`runtime.testing`)."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import pickle
 import threading
@@ -29,12 +11,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+import cloudpickle
 
-from runtime._backend import HostLaunch, RankCall
-from runtime._context import free_port
-from runtime._future import extract_handles
-from runtime._host import WorkerHost
-from runtime._placement import ResourcePool
+from runtime.backend import (
+    HostLaunch,
+    RankCall,
+    ResourcePool,
+    Shared,
+    WorkerHost,
+    extract_handles,
+    free_port,
+)
 from runtime.errors import (
     CallTimeoutError,
     PlacementError,
@@ -259,6 +246,9 @@ class InProcessBackend:
     def share(self, value: object) -> object:
         return value
 
+    def cancel(self, pending: Sequence[object]) -> None:
+        """A no-op: calls run when they are submitted, so there is nothing left to stop."""
+
     def submit(self, workers: Sequence[object], calls: Sequence[RankCall]) -> list[_Pending]:
         return [self._run(self._worker(w), call) for w, call in zip(workers, calls, strict=True)]
 
@@ -290,9 +280,10 @@ class InProcessBackend:
                 )
         if latest > time.monotonic():
             time.sleep(latest - time.monotonic())
-        for p in items:
-            if p.error is not None:
-                raise p.error
+        failed = [p.error for p in items if p.error is not None]
+        if failed:
+            # The contract's precedence: a death first, else the lowest rank's failure.
+            raise min(failed, key=lambda e: (not isinstance(e, WorkerDiedError), _rank_of(e)))
         return [p.value for p in items]
 
     # internals
@@ -319,10 +310,25 @@ class InProcessBackend:
         if not self.copy_values:
             return value
         buffers: list[pickle.PickleBuffer] = []
-        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        # cloudpickle, as Ray and Monarch use: lambdas, closures and classes from __main__
+        # travel by value, so what a real backend accepts works here too.
+        data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
         # The out-of-band buffers are views of the sender's memory: hand the receiver copies,
         # as a real transport would, or it would alias (and could mutate) the caller's data.
         return pickle.loads(data, buffers=[bytearray(b) for b in buffers])
+
+    def _unpicklable(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+        """Which argument fails to pickle (for the error message)."""
+        named: list[tuple[str, Any]] = [(f"argument {i}", a) for i, a in enumerate(args)]
+        named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+        for name, given in named:
+            # The in-process share() handle is the value itself.
+            value = given.handle if isinstance(given, Shared) else given
+            try:
+                cloudpickle.dumps(value)
+            except (pickle.PicklingError, TypeError, AttributeError):
+                return f"{name} ({type(value).__qualname__})"
+        return "an argument"
 
     def _run(self, worker: InProcessWorker, call: RankCall) -> _Pending:
         pending = _Pending(call.rank, call.role, call.method, ready_at=time.monotonic())
@@ -364,21 +370,25 @@ class InProcessBackend:
             return pending
         args, kwargs, handles = extract_handles(call.args, call.kwargs)
         began = time.monotonic()
+        what = "an argument"
         try:
             resolved = [self._resolve(h) for h in handles]
-            value = worker.host.invoke(
-                call.role, call.method, self._copy(args), self._copy(kwargs), self._copy(resolved)
-            )
+            sent = (self._copy(args), self._copy(kwargs), self._copy(resolved))
+            what = "the result"
+            value = worker.host.invoke(call.role, call.method, *sent)
             pending.value = self._copy(value)
         except (WorkerError, CallTimeoutError) as err:
             pending.error = err
         except (pickle.PicklingError, TypeError, AttributeError) as err:
-            buf = io.StringIO()
-            traceback.print_exc(file=buf)
+            if what != "the result":
+                what = self._unpicklable(call.args, dict(call.kwargs))
             pending.error = RemoteMethodError(
                 remote_type=type(err).__qualname__,
-                remote_message=f"value could not be pickled: {err}",
-                remote_traceback=buf.getvalue(),
+                remote_message=(
+                    f"{what} could not be pickled: {err}. Values sent to and from workers must "
+                    "be picklable with cloudpickle (as on every backend)"
+                ),
+                remote_traceback=traceback.format_exc(),
                 role=call.role,
                 rank=call.rank,
                 method=call.method,
@@ -390,3 +400,8 @@ class InProcessBackend:
             pending.took += fault.seconds
             pending.ready_at += fault.seconds
         return pending
+
+
+def _rank_of(error: BaseException) -> int:
+    rank = getattr(error, "rank", None)
+    return rank if isinstance(rank, int) else 1 << 30

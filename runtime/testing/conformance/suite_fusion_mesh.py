@@ -23,8 +23,34 @@ from runtime import (
 )
 from runtime.errors import DispatchError, FusionError, RemoteMethodError
 from runtime.testing import InProcessBackend
-from tests.conformance.conftest import POOL_CPUS, cpu_pool
-from tests.conformance.workers import Actor, Calc, Critic, Hybrid, Twin
+from runtime.testing.conformance._support import POOL_CPUS, cpu_pool
+from runtime.testing.conformance.workers import Actor, Calc, Critic, Hybrid, Twin
+
+__all__ = [
+    "calc8",
+    "fused",
+    "separate",
+    "test_device_mesh_register_numbers_on_eight_ranks",
+    "test_errors_name_the_role_not_the_host",
+    "test_fused_group_shape",
+    "test_fused_roles_give_verl_colocated_numbers",
+    "test_fused_roles_see_their_siblings",
+    "test_fusing_no_roles_is_an_error",
+    "test_mesh_dp2_tp2_on_four_ranks",
+    "test_mesh_dp2_tp4_on_eight_ranks",
+    "test_mesh_layout_orders_collectors_by_dp_rank",
+    "test_mesh_layout_validation",
+    "test_mesh_pads_like_any_data_parallel_call",
+    "test_mesh_pp2_dp2_on_four_ranks",
+    "test_mesh_queried_before_registration",
+    "test_mesh_registered_twice",
+    "test_mesh_submit_and_chained_future",
+    "test_mesh_with_two_or_zero_collectors_per_dp_rank",
+    "test_method_name_clash_is_reported",
+    "test_sibling_outside_a_worker",
+    "test_unknown_role_or_wrong_class",
+    "test_unknown_sibling_is_an_error_naming_the_role",
+]
 
 CRITIC_CONFIG = {"b": 10.0}
 

@@ -17,7 +17,28 @@ import torch
 
 from runtime import Batch, BatchFuture, WorkerGroup, batch_config, get_method_meta, plan_call
 from runtime.errors import DispatchError
-from tests.conformance.workers import Calc
+from runtime.testing.conformance.workers import Calc
+
+__all__ = [
+    "check_padded_result",
+    "enable_padding",
+    "numbered",
+    "owner",
+    "padding_off_everywhere",
+    "test_a_non_batch_future_cannot_be_passed_on",
+    "test_auto_padding_returns_exactly_the_input_rows_in_order",
+    "test_auto_padding_with_a_keyword_batch_argument",
+    "test_await_a_future",
+    "test_disabling_padding_per_batch_is_respected",
+    "test_divisible_batch_needs_no_padding",
+    "test_each_consumer_fetches_only_the_producer_parts_it_needs",
+    "test_future_chained_through_a_non_blocking_call",
+    "test_future_into_a_group_of_another_size",
+    "test_future_into_the_same_group",
+    "test_padded_future_passed_on",
+    "test_padding_off_rejects_a_batch_that_does_not_divide",
+    "test_verl_per_instance_flag_via_from_dict",
+]
 
 ENV_FLAG = "RUNTIME_AUTO_PADDING"
 
@@ -35,7 +56,7 @@ def owner(i: int, n: int, ranks: int) -> int:
 
 
 @pytest.fixture(autouse=True)
-def _padding_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def padding_off_everywhere(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts with padding off everywhere and leaves the global config as found."""
     monkeypatch.delenv(ENV_FLAG, raising=False)
     saved = batch_config.auto_padding
@@ -56,7 +77,7 @@ def enable_padding(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     if how == "per_batch":
         return lambda b: b.with_auto_padding()
     if how == "global_config":
-        batch_config.auto_padding = True  # restored by _padding_off
+        batch_config.auto_padding = True  # restored by padding_off_everywhere
     else:
         monkeypatch.setenv(ENV_FLAG, "1")
     return lambda b: b

@@ -25,8 +25,29 @@ from runtime import (
     merge_pools,
 )
 from runtime.errors import DispatchError
-from tests.conformance.conftest import POOL_CPUS, cpu_pool
-from tests.conformance.workers import STD_ENV_KEYS, Calc, EnvWorker
+from runtime.testing import InProcessBackend
+from runtime.testing.conformance._support import POOL_CPUS, cpu_pool
+from runtime.testing.conformance.workers import STD_ENV_KEYS, Calc, EnvWorker
+
+__all__ = [
+    "Groups",
+    "groups",
+    "test_a_shut_down_group_refuses_calls",
+    "test_colocated_groups_see_the_same_devices",
+    "test_context_is_immutable",
+    "test_current_context_outside_a_worker_is_an_error",
+    "test_driver_environment_is_untouched_by_calls",
+    "test_each_rank_sees_its_own_context",
+    "test_extra_worker_env_is_visible",
+    "test_inprocess_devices_follow_the_plan",
+    "test_master_address_and_port_override",
+    "test_master_override_needs_both_or_neither",
+    "test_merged_pool_sees_every_device_again",
+    "test_nested_worker_sees_the_same_context",
+    "test_protected_env_var_is_rejected",
+    "test_split_pools_see_their_own_devices",
+    "test_standard_variables_are_exported_per_rank",
+]
 
 
 @attrs.frozen
@@ -138,8 +159,8 @@ def test_colocated_groups_see_the_same_devices(groups: Groups) -> None:
     assert env == [",".join(d) for d in main]
 
 
-def test_inprocess_devices_follow_the_plan(backend_name: str, groups: Groups) -> None:
-    if backend_name != "inprocess":
+def test_inprocess_devices_follow_the_plan(backend: Backend, groups: Groups) -> None:
+    if not isinstance(backend, InProcessBackend):
         pytest.skip("device ids are chosen by the backend; the in-process plan is exact")
     assert [c.visible_devices for c in groups.main.contexts()] == [("0",), ("1",)]
     assert [c.visible_devices for c in groups.left.contexts()] == [("0",)]

@@ -19,6 +19,29 @@ from hypothesis import strategies as st
 
 from runtime import PlacementPlan, ResourcePool, merge_pools, plan_placement
 
+__all__ = [
+    "compositions",
+    "flat_bundles",
+    "pools_and_ips",
+    "summary",
+    "test_invalid_pools",
+    "test_merge_rejects_incompatible_or_overlapping_pools",
+    "test_plan_devices_come_from_bundles",
+    "test_plan_does_not_depend_on_which_entry_landed_first",
+    "test_plan_is_sorted_by_ip_and_stable",
+    "test_plan_local_ranks_count_per_ip",
+    "test_plan_needs_one_ip_per_node_entry",
+    "test_plan_of_a_heterogeneous_pool",
+    "test_plan_ranks_are_0_to_n_minus_1_once_each",
+    "test_plan_sorts_ips_numerically",
+    "test_pools_are_pure_data",
+    "test_split_by_even_count",
+    "test_split_sizes_must_sum_to_the_world_size",
+    "test_split_that_does_not_divide",
+    "test_split_then_merge_round_trips",
+    "test_splits_of_splits_partition_the_parent",
+]
+
 IPS = ["10.0.0.2", "10.0.0.10", "10.0.0.9", "192.168.1.1", "10.0.1.1"]
 
 

@@ -1,6 +1,6 @@
 """Bad input gets a clear typed error (nothing hangs, caller data unchanged); faults are reported.
 
-Faults go through the ``faults`` fixture (:class:`tests.conformance.conftest.FaultKit`), so the
+Faults go through the ``faults`` fixture (:class:`runtime.testing.conformance.FaultHook`), so the
 same test makes a rank slow, hung or dead on every backend.
 """
 
@@ -38,8 +38,36 @@ from runtime.errors import (
     WorkerDiedError,
     WorkerStartError,
 )
-from tests.conformance.conftest import FaultKit, cpu_pool
-from tests.conformance.workers import CYCLE_MODE_NAME, Actor, BadInit, Calc, FaultWorker
+from runtime.testing.conformance._support import FaultHook, cpu_pool
+from runtime.testing.conformance.workers import CYCLE_MODE_NAME, Actor, BadInit, Calc, FaultWorker
+
+__all__ = [
+    "doomed",
+    "faulty",
+    "test_batch_arguments_of_different_lengths",
+    "test_check_alive_names_the_dead_rank",
+    "test_concat_with_conflicting_meta",
+    "test_data_parallel_call_needs_a_batch",
+    "test_dead_rank_fails_the_pending_call",
+    "test_deadline_names_method_role_and_pending_ranks",
+    "test_duplicate_custom_mode",
+    "test_expired_deadline_on_a_future",
+    "test_hung_rank_times_out",
+    "test_inconsistent_batch_columns",
+    "test_invalid_registrations_fail_at_decoration",
+    "test_liveness_check_reports_a_death",
+    "test_method_of_another_worker_class",
+    "test_non_divisible_batch_without_padding",
+    "test_per_rank_call_of_a_broadcast_method",
+    "test_slow_call_within_the_deadline",
+    "test_unknown_custom_mode",
+    "test_unregistered_method_by_name",
+    "test_with_timeout_is_a_view",
+    "test_worker_constructor_that_raises",
+    "test_worker_method_that_raises",
+    "test_worker_method_that_raises_non_blocking",
+    "test_wrong_number_of_per_rank_arguments",
+]
 
 #: Nothing in this module may take longer than this to fail.
 PROMPT = 15.0
@@ -220,7 +248,7 @@ def doomed(backend: Backend) -> Iterator[WorkerGroup[FaultWorker]]:
 
 
 def test_deadline_names_method_role_and_pending_ranks(
-    faulty: WorkerGroup[FaultWorker], faults: FaultKit
+    faulty: WorkerGroup[FaultWorker], faults: FaultHook
 ) -> None:
     faults.slow(faulty, 1, 1.5)
     start = time.monotonic()
@@ -236,12 +264,12 @@ def test_deadline_names_method_role_and_pending_ranks(
     assert "[1]" in str(err)
 
 
-def test_slow_call_within_the_deadline(faulty: WorkerGroup[FaultWorker], faults: FaultKit) -> None:
+def test_slow_call_within_the_deadline(faulty: WorkerGroup[FaultWorker], faults: FaultHook) -> None:
     faults.slow(faulty, 0, 0.1)
     assert faulty.with_timeout(PROMPT).call(FaultWorker.work, 10) == [10, 11]
 
 
-def test_expired_deadline_on_a_future(faulty: WorkerGroup[FaultWorker], faults: FaultKit) -> None:
+def test_expired_deadline_on_a_future(faulty: WorkerGroup[FaultWorker], faults: FaultHook) -> None:
     faults.slow(faulty, 0, 1.0)
     future = faulty.submit(FaultWorker.work, 5)
     with pytest.raises(CallTimeoutError) as info:
@@ -258,7 +286,7 @@ def test_with_timeout_is_a_view(faulty: WorkerGroup[FaultWorker]) -> None:
     assert view.call(FaultWorker.work, 0) == [0, 1]
 
 
-def test_hung_rank_times_out(doomed: WorkerGroup[FaultWorker], faults: FaultKit) -> None:
+def test_hung_rank_times_out(doomed: WorkerGroup[FaultWorker], faults: FaultHook) -> None:
     faults.hang(doomed, 0)
     start = time.monotonic()
     with pytest.raises(CallTimeoutError) as info:
@@ -270,10 +298,10 @@ def test_hung_rank_times_out(doomed: WorkerGroup[FaultWorker], faults: FaultKit)
 
 # --------------------------------------------------------------------------- dead ranks
 def test_dead_rank_fails_the_pending_call(
-    doomed: WorkerGroup[FaultWorker], faults: FaultKit
+    doomed: WorkerGroup[FaultWorker], faults: FaultHook
 ) -> None:
     assert doomed.call(FaultWorker.work, 0) == [0, 1]
-    faults.die(doomed, 1)
+    faults.kill(doomed, 1)
     start = time.monotonic()
     with pytest.raises(WorkerDiedError) as info:
         doomed.with_timeout(PROMPT).call(FaultWorker.work, 0)
@@ -285,10 +313,10 @@ def test_dead_rank_fails_the_pending_call(
 
 
 def test_check_alive_names_the_dead_rank(
-    doomed: WorkerGroup[FaultWorker], faults: FaultKit
+    doomed: WorkerGroup[FaultWorker], faults: FaultHook
 ) -> None:
     doomed.check_alive()
-    faults.die(doomed, 1)
+    faults.kill(doomed, 1)
     with pytest.raises(WorkerDiedError):
         doomed.with_timeout(PROMPT).call(FaultWorker.work, 0)
     with pytest.raises(WorkerDiedError) as info:
@@ -299,7 +327,9 @@ def test_check_alive_names_the_dead_rank(
     assert info.value.node == plan.ranks[1].node_ip
 
 
-def test_liveness_check_reports_a_death(doomed: WorkerGroup[FaultWorker], faults: FaultKit) -> None:
+def test_liveness_check_reports_a_death(
+    doomed: WorkerGroup[FaultWorker], faults: FaultHook
+) -> None:
     reported = threading.Event()
     errors: list[WorkerDiedError] = []
 
@@ -311,7 +341,7 @@ def test_liveness_check_reports_a_death(doomed: WorkerGroup[FaultWorker], faults
     try:
         time.sleep(0.2)
         assert not reported.is_set()
-        faults.die(doomed, 1)
+        faults.kill(doomed, 1)
         with pytest.raises(WorkerDiedError):
             doomed.with_timeout(PROMPT).call(FaultWorker.work, 0)
         assert reported.wait(PROMPT), "the liveness check never reported the dead rank"

@@ -1,0 +1,83 @@
+"""The adapter's one Monarch actor class: a generic host for one rank.
+
+:class:`MonarchHost` never runs user code in its constructor (Monarch reports an actor
+``__init__`` that raises as a supervision failure of the whole mesh): the driver spawns it,
+then calls :meth:`MonarchHost.start`, which unpickles the launch, finalises the context and
+builds a :class:`runtime.backend.WorkerHost` (constructor errors come back as
+:class:`~runtime.errors.WorkerStartError` with the remote traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch  # noqa: F401  (Monarch's native module links libtorch: torch first)
+from monarch.actor import Actor, endpoint
+
+from runtime.backend import HostLaunch, WorkerContext, WorkerHost, finalize_context
+from runtime.errors import WorkerStartError
+
+__all__ = ["MonarchHost"]
+
+
+class MonarchHost(Actor):
+    """One rank's actor: holds a :class:`runtime.backend.WorkerHost` once started."""
+
+    def __init__(self) -> None:
+        self._host: WorkerHost | None = None
+
+    @endpoint
+    def start(self, payload: bytes, noset: bool) -> WorkerContext:
+        """Unpickle the launch, export the environment, build the worker(s); return the final
+        context. Idempotent."""
+        if self._host is not None:
+            return self._host.context
+        try:
+            launch = pickle.loads(payload)
+        except Exception as exc:
+            raise WorkerStartError(
+                f"could not unpickle the launch on the worker: {type(exc).__name__}: {exc}. "
+                "The worker class must be importable in the rank's process (install its "
+                "package, or give MonarchBackend(env={'PYTHONPATH': ...})).\n"
+                f"--- remote traceback ---\n{traceback.format_exc()}",
+                method="__init__",
+            ) from exc
+        if not isinstance(launch, HostLaunch):
+            raise WorkerStartError(f"expected a HostLaunch, got {type(launch).__name__}")
+        context = finalize_context(launch.context, None, noset=noset)
+        host = WorkerHost(attrs.evolve(launch, context=context), scoped_env=False)
+        host.start()
+        self._host = host
+        return context
+
+    @endpoint
+    def invoke(
+        self,
+        role: str,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        resolved: Sequence[Any],
+    ) -> Any:
+        """Run ``role.method(*args, **kwargs)`` (``resolved`` fills lifted handles)."""
+        if self._host is None:
+            raise WorkerStartError("the host was not started", role=role, method=method)
+        return self._host.invoke(role, method, args, kwargs, resolved)
+
+    @endpoint
+    def reset(self) -> int:
+        """Drop the worker(s) so the process can host another rank; return the process id."""
+        if self._host is not None:
+            self._host.close()
+            self._host = None
+        return os.getpid()
+
+    @endpoint
+    def ping(self) -> int:
+        """Liveness probe: this process's id."""
+        return os.getpid()

@@ -1,0 +1,9 @@
+# The cloudpickle surface we use (cloudpickle ships no py.typed).
+from collections.abc import Callable
+from pickle import PickleBuffer
+
+def dumps(
+    obj: object,
+    protocol: int | None = None,
+    buffer_callback: Callable[[PickleBuffer], object] | None = None,
+) -> bytes: ...
