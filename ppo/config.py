@@ -46,6 +46,18 @@ def _check(cond: bool, field: str, value: object, need: str) -> None:
         raise ConfigError(f"config field {field} = {value!r} is invalid: {need}")
 
 
+def _names_tuple(value: object) -> tuple[str, ...]:
+    """A TOML array (or one bare name) as a tuple; anything else is rejected by ``validate``."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    raise ConfigError(
+        f"config field trainer.loggers = {value!r} has the wrong type; "
+        'expected a list of tracker names such as ["console", "tensorboard"]'
+    )
+
+
 @attrs.frozen(kw_only=True)
 class ModelSection:
     d_model: int = 64
@@ -274,6 +286,9 @@ class TrainerConfig:
     seed: int = 0
     progress: bool = True
     call_timeout: float | None = 600.0
+    #: Trackers for each step's metrics (see :mod:`ppo.trackers`); ``metrics.jsonl`` is always
+    #: written (resume and the figure read it), so ``"jsonl"`` may be left out.
+    loggers: tuple[str, ...] = attrs.field(default=("console", "jsonl"), converter=_names_tuple)
 
     def validate(self, p: str) -> None:
         _check(self.total_steps >= 1, f"{p}.total_steps", self.total_steps, "must be >= 1")
@@ -287,6 +302,24 @@ class TrainerConfig:
             self.call_timeout,
             "must be > 0",
         )
+        self._validate_loggers(f"{p}.loggers")
+
+    def _validate_loggers(self, path: str) -> None:
+        from ppo.trackers import TRACKER_NAMES, missing_extra
+
+        for name in self.loggers:
+            _check(
+                isinstance(name, str) and name in TRACKER_NAMES,
+                path,
+                list(self.loggers),
+                f"{name!r} is not a tracker; choose from {list(TRACKER_NAMES)}",
+            )
+        dupes = sorted({n for n in self.loggers if self.loggers.count(n) > 1})
+        _check(not dupes, path, list(self.loggers), f"{dupes} listed more than once")
+        for name in self.loggers:
+            message = missing_extra(name)
+            if message is not None:
+                raise ConfigError(message)
 
 
 _SECTIONS: dict[str, type[Any]] = {

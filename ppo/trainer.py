@@ -37,10 +37,12 @@ from ppo.algos import (
     masked_mean,
 )
 from ppo.checkpoint import CheckpointManager
-from ppo.config import ConfigError, PPOConfig
-from ppo.metrics import MetricsWriter, plot_reward_curve, summary_line
+from ppo.config import ConfigError, PPOConfig, config_to_dict
+from ppo.metrics import MetricsWriter, read_metrics
+from ppo.plots import PlotUnavailableError, RunSeries, plot_runs
 from ppo.tasks import RewardFn, Task, TaskExample, get_task, load_jsonl, make_dataset
 from ppo.tokenizer import CharTokenizer, Tokenizer
+from ppo.trackers import Tracker, flatten_params, make_trackers
 from ppo.warmup import encode_prompts
 from ppo.workers import ActorRolloutWorker, CriticWorker, RewardWorker
 from runtime import Backend, Batch, ResourcePool, WorkerGroup, WorkerSpec, fuse
@@ -112,7 +114,9 @@ class PPOTrainer:
     overrides the task's scorer (or ``config.data.reward_fn``); ``train_examples`` /
     ``val_examples`` override the generated or JSONL data; ``tokenizer`` (any
     :class:`ppo.tokenizer.Tokenizer`, picklable) replaces the built-in character tokenizer in
-    every role, and the model's vocabulary follows it.
+    every role, and the model's vocabulary follows it. ``trackers`` (any
+    :class:`ppo.trackers.Tracker`) receive the configuration and every metrics row, next to the
+    ones named by ``trainer.loggers``; :meth:`close` closes them all.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class PPOTrainer:
         val_examples: Sequence[TaskExample] | None = None,
         on_step: Callable[[dict[str, Any]], None] | None = None,
         tokenizer: Tokenizer | None = None,
+        trackers: Sequence[Tracker] = (),
     ) -> None:
         if not isinstance(backend, Backend):
             raise TypeError(f"backend must implement runtime.Backend, got {type(backend).__name__}")
@@ -163,6 +168,20 @@ class PPOTrainer:
         self.checkpoints = CheckpointManager(self.run_dir, config.trainer.keep_last)
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
         self.on_step = on_step
+        self._data_label = _data_label(
+            self.task.name, data.train_jsonl, explicit=train_examples is not None
+        )
+        config_dict = config_to_dict(config)
+        self.trackers: list[Tracker] = make_trackers(
+            config.trainer.loggers,
+            self.run_dir,
+            run_name=self.run_dir.resolve().name,
+            config_dict=config_dict,
+        )
+        for tracker in trackers:
+            tracker.log_params(flatten_params(config_dict))
+            self.trackers.append(tracker)
+        self._plot_warned = False
         self.step = 0
         self.actor: WorkerGroup[ActorRolloutWorker] | None = None
         self.critic: WorkerGroup[CriticWorker] | None = None
@@ -245,6 +264,9 @@ class PPOTrainer:
             group.shutdown()
         self._groups.clear()
         self.actor = self.critic = self.reward = None
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.close()
 
     def __enter__(self) -> PPOTrainer:
         return self
@@ -443,9 +465,8 @@ class PPOTrainer:
         history: list[dict[str, Any]] = []
         if self.step == 0 and cfg.test_freq > 0:
             row = {"step": 0, **self.validate()}
-            self.metrics.write(row)
+            self._log_row(row)
             history.append(row)
-            tqdm.write(f"step    0 | val_acc {row['val/accuracy']:.3f} (after warm-up)")
         bar = tqdm(
             total=cfg.total_steps,
             initial=self.step,
@@ -462,30 +483,45 @@ class PPOTrainer:
                     row.update(self.validate())
                 if cfg.save_freq > 0 and (self.step % cfg.save_freq == 0 or last):
                     self.save_checkpoint()
-                self.metrics.write(row)
+                self._log_row(row)
                 history.append(row)
                 bar.update(1)
-                bar.set_postfix(reward=f"{row['reward/mean']:.3f}")
-                if cfg.progress:
-                    tqdm.write(summary_line(row))
+                score = row.get("critic/score/mean", row.get("reward/mean"))
+                if isinstance(score, float):
+                    bar.set_postfix(reward=f"{score:.3f}")
                 if self.on_step is not None:
                     self.on_step(row)
         finally:
             bar.close()
-        plot = plot_reward_curve(
-            self.run_dir / "metrics.jsonl", self.run_dir / "reward_curve.png", title=self._title()
-        )
-        if plot is None:
-            _log.warning(
-                "reward_curve.png not written: matplotlib is not installed "
-                "(pip install 'rlruntime[plot]')"
-            )
+        self._write_figure()
         return history
+
+    def _log_row(self, row: dict[str, Any]) -> None:
+        """Hand ``row`` to every tracker; after a validation, redraw ``reward_curve.png``."""
+        for tracker in self.trackers:
+            tracker.log(row, int(row["step"]))
+        if row.get("val/accuracy") is not None:
+            self._write_figure()
+
+    def _write_figure(self) -> None:
+        rows = read_metrics(self.metrics.path)
+        if not rows:
+            return
+        try:
+            plot_runs(
+                [RunSeries(self.run_dir.name, rows)],
+                self.run_dir / "reward_curve.png",
+                title=self._title(),
+            )
+        except PlotUnavailableError as exc:
+            if not self._plot_warned:
+                _log.warning("reward_curve.png not written", reason=str(exc))
+                self._plot_warned = True
 
     def _title(self) -> str:
         c = self.config
         ranks = c.resources.actor_ranks
-        return f"{c.algorithm.adv_estimator} on {self.task.name} ({ranks} actor rank(s))"
+        return f"{c.algorithm.adv_estimator} on {self._data_label} ({ranks} actor rank(s))"
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
@@ -520,6 +556,15 @@ class PPOTrainer:
         self.kl_ctrl.load_state_dict(state["kl_ctrl"])
         torch.set_rng_state(state["rng_torch"])
         _log.info("resumed", step=self.step, path=str(path))
+
+
+def _data_label(task_name: str, train_jsonl: str | None, *, explicit: bool) -> str:
+    """What the run trains on, for the figure's title: the JSONL file, or the task."""
+    if explicit:
+        return f"user-supplied examples (task {task_name})"
+    if train_jsonl:
+        return Path(train_jsonl).name
+    return f"task {task_name}"
 
 
 def _process_id(worker: object) -> int:

@@ -1,5 +1,7 @@
 """``python -m rlrun --config configs/demo.toml [section.field=value ...]``.
 
+``python -m rlrun plot <run_dir> [<run_dir> ...]`` draws or overlays runs (:mod:`rlrun.plot`).
+
 Chooses the backend by name (``ray``, the default, or ``inprocess`` for debugging), builds
 ``PPOTrainer(backend=..., config=...)``, trains with a progress bar and a one-line summary per
 step, and leaves ``metrics.jsonl``, ``reward_curve.png`` and checkpoints in the run directory.
@@ -56,6 +58,11 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["plot"]:  # `python -m rlrun plot <run_dir> ...`: see rlrun/plot.py
+        from rlrun.plot import main as plot_main
+
+        return plot_main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m rlrun", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML config file (defaults are used without one)")
     parser.add_argument("--backend", default="ray", choices=["ray", "inprocess"])
@@ -67,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("overrides", nargs="*", help="section.field=value overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     _configure_logging(args.verbose)
     log = structlog.get_logger("rlrun")
     try:

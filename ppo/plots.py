@@ -1,0 +1,246 @@
+"""Figures of a run (or several overlaid) from ``metrics.jsonl`` rows.
+
+:func:`plot_runs` draws one figure of six panels (:data:`PANELS`): train reward (raw and
+smoothed), validation accuracy, response length, KL / entropy, step time and throughput. Each
+panel names its metrics with verl's names and falls back to the names older runs used
+(``reward/mean``, ``timing/step_s``...), so any run's ``metrics.jsonl`` can be drawn; a panel
+whose metrics a run lacks says so instead of failing. With several runs, each run has one colour
+in every panel and the legend names the runs.
+
+matplotlib is an optional extra (``pip install 'rlruntime[plot]'``); :func:`plot_runs` raises
+:class:`PlotUnavailableError` without it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ppo.metrics import read_metrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "PANELS",
+    "Curve",
+    "Panel",
+    "PlotUnavailableError",
+    "RunSeries",
+    "build_figure",
+    "ema",
+    "plot_reward_curve",
+    "plot_runs",
+    "series",
+]
+
+
+class PlotUnavailableError(ImportError):
+    """matplotlib is not installed; the message says how to install it."""
+
+
+@attrs.frozen
+class Curve:
+    """One line of a panel: the first of ``keys`` that a run has, drawn with ``label``."""
+
+    keys: tuple[str, ...]
+    label: str
+    smooth: bool = False
+    marker: str = ""
+    #: Drawn against a second y axis on the right (for a quantity on another scale).
+    right_axis: bool = False
+
+
+@attrs.frozen
+class Panel:
+    title: str
+    ylabel: str
+    curves: tuple[Curve, ...]
+    unit_interval: bool = False
+    #: The label of the right-hand y axis, when some curve uses it.
+    right_ylabel: str = ""
+
+
+#: The figure's panels, in reading order (two rows of three).
+PANELS: tuple[Panel, ...] = (
+    Panel(
+        "Train reward",
+        "sequence score (mean)",
+        (Curve(("critic/score/mean", "reward/mean"), "score", smooth=True),),
+    ),
+    Panel(
+        "Validation accuracy",
+        "accuracy",
+        (Curve(("val/accuracy",), "val accuracy", marker="o"),),
+        unit_interval=True,
+    ),
+    Panel(
+        "Response length",
+        "tokens",
+        (
+            Curve(("response_length/mean",), "mean"),
+            Curve(("response_length/max",), "max"),
+        ),
+    ),
+    Panel(
+        "KL / entropy",
+        "KL (nats per token)",
+        (
+            Curve(("actor/ppo_kl",), "PPO KL (old vs new)"),
+            Curve(("actor/reward_kl_penalty", "kl/in_reward", "kl/actor_ref"), "KL to reference"),
+            Curve(("actor/entropy", "actor/entropy_rollout"), "entropy", right_axis=True),
+        ),
+        right_ylabel="entropy (nats per token)",
+    ),
+    Panel(
+        "Step time",
+        "seconds",
+        (
+            Curve(("timing_s/step", "timing/step_s"), "step"),
+            Curve(("timing_s/gen", "timing/gen_s"), "generation"),
+            Curve(("timing_s/update_actor", "timing/update_actor_s"), "actor update"),
+        ),
+    ),
+    Panel(
+        "Throughput",
+        "tokens / s",
+        (Curve(("perf/throughput", "perf/tokens_per_s"), "throughput"),),
+    ),
+)
+
+
+@attrs.frozen
+class RunSeries:
+    """A run to draw: its legend label and its metrics rows."""
+
+    label: str
+    rows: Sequence[Mapping[str, Any]]
+
+
+def series(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> tuple[list[int], list[float]]:
+    """(steps, values) of the first of ``keys`` present in ``rows``; skips missing and
+    non-finite values. ([], []) when no row has any of the keys."""
+    for key in keys:
+        points = [
+            (int(r["step"]), float(v))
+            for r in rows
+            if isinstance(v := r.get(key), int | float)
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and "step" in r
+        ]
+        if points:
+            return [s for s, _ in points], [v for _, v in points]
+    return [], []
+
+
+def ema(values: Sequence[float], weight: float = 0.8) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard-style smoothing).
+
+    ``weight`` in [0, 1): 0 returns ``values`` unchanged; the first point is never damped.
+    """
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight!r}")
+    out: list[float] = []
+    acc = 0.0
+    for i, v in enumerate(values, start=1):
+        acc = weight * acc + (1.0 - weight) * v
+        out.append(acc / (1.0 - weight**i))
+    return out
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise PlotUnavailableError(
+            "figures need matplotlib: pip install 'rlruntime[plot]'"
+        ) from exc
+    return plt
+
+
+def build_figure(runs: Sequence[RunSeries], *, title: str) -> Figure:
+    """The multi-panel figure of ``runs`` (one colour per run). The caller closes it."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig: Figure
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ("-", "--", ":")
+    for ax, panel in zip(axes.flat, PANELS, strict=True):
+        right = ax.twinx() if any(c.right_axis for c in panel.curves) else None
+        drawn = 0
+        for r, run in enumerate(runs):
+            color = colors[r % len(colors)]
+            for c, curve in enumerate(panel.curves):
+                steps, values = series(run.rows, curve.keys)
+                if not steps:
+                    continue
+                target = right if curve.right_axis and right is not None else ax
+                label = curve.label if len(runs) == 1 else f"{run.label}: {curve.label}"
+                style = styles[c % len(styles)]
+                if curve.smooth:
+                    target.plot(steps, values, style, color=color, alpha=0.3, linewidth=1)
+                    target.plot(steps, ema(values), style, color=color, label=f"{label} (smoothed)")
+                else:
+                    target.plot(steps, values, style, color=color, marker=curve.marker, label=label)
+                drawn += 1
+        ax.set_title(panel.title)
+        ax.set_xlabel("step")
+        ax.set_ylabel(panel.ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if right is not None:
+            right.set_ylabel(panel.right_ylabel)
+        if panel.unit_interval:
+            ax.set_ylim(-0.02, 1.02)
+        if drawn:
+            handles, labels = ax.get_legend_handles_labels()
+            if right is not None:
+                more_handles, more_labels = right.get_legend_handles_labels()
+                handles, labels = handles + more_handles, labels + more_labels
+            ax.legend(handles, labels, loc="best", fontsize="small")
+        else:
+            names = ", ".join(c.keys[0] for c in panel.curves)
+            ax.text(
+                0.5, 0.5, f"not in this run:\n{names}", ha="center", va="center",
+                transform=ax.transAxes, color="gray",
+            )  # fmt: skip
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_runs(runs: Sequence[RunSeries], out_path: str | Path, *, title: str) -> Path:
+    """Write the figure of ``runs`` to ``out_path`` (PNG; the parent directory must exist)."""
+    if not runs:
+        raise ValueError("plot_runs needs at least one run")
+    plt = _pyplot()
+    fig = build_figure(runs, title=title)
+    out = Path(out_path)
+    try:
+        fig.savefig(out, dpi=100)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def plot_reward_curve(
+    metrics_path: str | Path, out_path: str | Path, *, title: str = ""
+) -> Path | None:
+    """The figure of one run's ``metrics.jsonl``; None if matplotlib is missing or no rows."""
+    rows = read_metrics(metrics_path)
+    if not rows:
+        return None
+    try:
+        return plot_runs([RunSeries("run", rows)], out_path, title=title or "PPO/GRPO training")
+    except PlotUnavailableError:
+        return None

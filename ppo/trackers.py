@@ -1,0 +1,335 @@
+"""Experiment trackers: where each step's metrics row goes (``trainer.loggers``).
+
+A tracker is anything with the three methods of :class:`Tracker`; the trainer calls
+``log_params`` once with the resolved configuration, ``log`` once per step (and for the
+validation row of step 0), and ``close`` when ``fit`` ends. Built-in trackers, by name:
+
+=============  ==========================================================================
+``console``    one summary line per step (:func:`ppo.metrics.summary_line`) on the terminal
+``jsonl``      ``<run_dir>/metrics.jsonl``, the run's own record (resume and plots read it)
+``tensorboard``  event files under ``<run_dir>/tensorboard`` (``torch.utils.tensorboard``)
+``wandb``      a Weights & Biases run under ``<run_dir>/wandb``, offline unless ``WANDB_MODE``
+               says otherwise
+``mlflow``     an MLflow run in ``sqlite:///<run_dir>/mlflow.db`` unless
+               ``MLFLOW_TRACKING_URI`` names another store
+=============  ==========================================================================
+
+The libraries behind ``tensorboard``, ``wandb`` and ``mlflow`` are optional extras, imported
+only when such a tracker is made; a missing one raises :class:`ppo.config.ConfigError` naming
+the ``pip install`` that fixes it. None of them reaches the network by default: W&B runs
+offline and MLflow's usage telemetry is switched off (``MLFLOW_DISABLE_TELEMETRY``), unless
+the user's environment already sets those variables.
+
+Your own tracker needs no base class::
+
+    class PrintTracker:
+        def log_params(self, params): print(params)
+        def log(self, row, step): print(step, row)
+        def close(self): pass
+
+    PPOTrainer(backend=..., config=..., trackers=[PrintTracker()])
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from tqdm import tqdm
+
+from ppo.config import ConfigError
+from ppo.metrics import MetricsWriter, summary_line
+
+__all__ = [
+    "TRACKER_EXTRAS",
+    "TRACKER_NAMES",
+    "ConsoleTracker",
+    "JsonlTracker",
+    "MlflowTracker",
+    "TensorBoardTracker",
+    "Tracker",
+    "WandbTracker",
+    "flatten_params",
+    "make_trackers",
+    "missing_extra",
+    "mlflow_key",
+    "scalar_items",
+]
+
+#: Every name ``trainer.loggers`` accepts, in the order the docs list them.
+TRACKER_NAMES = ("console", "jsonl", "tensorboard", "wandb", "mlflow")
+
+#: For each tracker backed by an optional library: (module to import, the extra that installs it).
+TRACKER_EXTRAS: dict[str, tuple[str, str]] = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "mlflow": ("mlflow", "mlflow"),
+}
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Receives a run's parameters once and its metrics rows step by step.
+
+    ``log_params(params)``: the resolved configuration, flattened to ``"section.field"`` keys.
+    ``log(row, step)``: one metrics row (metric name -> number, or None for a value that was
+    not finite); ``row`` also holds the plain ``"step"`` key. Steps only grow within one run.
+    ``close()``: flush and release everything; called once, after the last ``log``.
+    """
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def log(self, row: Mapping[str, Any], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def missing_extra(name: str) -> str | None:
+    """The one-line fix when tracker ``name``'s library is not installed, else None."""
+    if name not in TRACKER_EXTRAS:
+        return None
+    module, extra = TRACKER_EXTRAS[name]
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return (
+        f"trainer.loggers includes {name!r} but {module!r} is not installed: "
+        f"pip install 'rlruntime[{extra}]'"
+    )
+
+
+def _require(name: str) -> None:
+    message = missing_extra(name)
+    if message is not None:
+        raise ConfigError(message)
+
+
+def flatten_params(config_dict: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"trainer": {"seed": 0}}`` -> ``{"trainer.seed": 0}``; sequences become JSON text."""
+    out: dict[str, Any] = {}
+    for key, value in config_dict.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, f"{name}."))
+        elif isinstance(value, list | tuple | Mapping):
+            out[name] = json.dumps(value, default=str)
+        else:
+            out[name] = value
+    return out
+
+
+def scalar_items(row: Mapping[str, Any]) -> Iterable[tuple[str, float]]:
+    """The numeric metrics of ``row`` as floats: skips ``step``, None, bools and non-numbers."""
+    for key, value in row.items():
+        if key == "step" or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        yield key, float(value)
+
+
+# ---------------------------------------------------------------------------------- built-ins
+
+
+class ConsoleTracker:
+    """Prints :func:`ppo.metrics.summary_line` of each row (through tqdm, under the bar)."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        return None
+
+    def log(self, row: Mapping[str, Any], step: int) -> None:
+        tqdm.write(summary_line(row))
+
+    def close(self) -> None:
+        return None
+
+
+class JsonlTracker:
+    """Appends each row to ``metrics.jsonl`` (non-finite floats become null)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.writer = MetricsWriter(path)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        return None
+
+    def log(self, row: Mapping[str, Any], step: int) -> None:
+        self.writer.write(row)
+
+    def close(self) -> None:
+        return None
+
+
+class TensorBoardTracker:
+    """Scalars (one tag per metric name) and the configuration as text, in ``log_dir``."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        _require("tensorboard")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = Path(log_dir)
+        self._writer = SummaryWriter(log_dir=str(self.log_dir))
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        lines = ["| parameter | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(params.items())]
+        self._writer.add_text("config", "\n".join(lines), global_step=0)
+
+    def log(self, row: Mapping[str, Any], step: int) -> None:
+        for key, value in scalar_items(row):
+            self._writer.add_scalar(key, value, global_step=step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class WandbTracker:
+    """A W&B run in ``<run_dir>/wandb``: offline (``WANDB_MODE`` unset) or as the user set it."""
+
+    def __init__(self, run_dir: str | Path, *, run_name: str) -> None:
+        _require("wandb")
+        import wandb
+
+        directory = Path(run_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "rlruntime"),
+            name=run_name,
+            dir=str(directory),
+            mode=_wandb_mode(os.environ.get("WANDB_MODE")),
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+            reinit="create_new",
+        )
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        # wandb's Config.update has no annotations (the package is otherwise typed).
+        self._run.config.update(dict(params), allow_val_change=True)  # type: ignore[no-untyped-call]
+
+    def log(self, row: Mapping[str, Any], step: int) -> None:
+        self._run.log(dict(scalar_items(row)), step=step)
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+def _wandb_mode(env: str | None) -> Literal["online", "offline", "disabled"]:
+    """``WANDB_MODE`` when it names a mode, else offline (never online unless asked)."""
+    if env == "online":
+        return "online"
+    if env == "disabled":
+        return "disabled"
+    return "offline"
+
+
+#: MLflow accepts only these characters in metric and parameter names.
+_MLFLOW_BAD_CHARS = re.compile(r"[^/\w.\- :]")
+
+
+def mlflow_key(name: str) -> str:
+    """``name`` with each character MLflow rejects replaced by ``_`` (``mean@1`` -> ``mean_1``)."""
+    return _MLFLOW_BAD_CHARS.sub("_", name)
+
+
+class MlflowTracker:
+    """An MLflow run in experiment ``rlruntime`` (or ``MLFLOW_EXPERIMENT_NAME``).
+
+    The store is ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<run_dir>/mlflow.db`` (a
+    local file; MLflow 3 keeps its plain-directory store in maintenance mode). Metric names keep
+    their slashes; characters MLflow rejects (such as ``@``) become ``_``.
+    """
+
+    def __init__(self, run_dir: str | Path, *, run_name: str) -> None:
+        _require("mlflow")
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow.tracking import MlflowClient
+
+        directory = Path(run_dir).resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or (
+            f"sqlite:///{directory / 'mlflow.db'}"
+        )
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "rlruntime")
+        experiment = self.client.get_experiment_by_name(name)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(
+                name, artifact_location=(directory / "mlflow-artifacts").as_uri()
+            )
+        )
+        self.run_id: str = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(mlflow_key(k), str(v)[:6000]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log(self, row: Mapping[str, Any], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(mlflow_key(k), v, now, step) for k, v in scalar_items(row) if math.isfinite(v)
+        ]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id)
+
+
+# ---------------------------------------------------------------------------------- factory
+
+
+def make_trackers(
+    names: Sequence[str],
+    run_dir: str | Path,
+    *,
+    run_name: str,
+    config_dict: Mapping[str, Any],
+) -> list[Tracker]:
+    """The trackers called ``names`` (see the module docstring), writing under ``run_dir``.
+
+    ``jsonl`` is always among them (first, unless ``names`` places it): ``metrics.jsonl`` is the
+    run's own record, which resume and the figures read. Each one has already received
+    ``config_dict`` (flattened) through ``log_params``. Raises :class:`ConfigError` for an
+    unknown name or a missing optional library; trackers made before the failure are closed.
+    """
+    directory = Path(run_dir)
+    params = flatten_params(config_dict)
+    trackers: list[Tracker] = []
+    try:
+        for name in names if "jsonl" in names else ("jsonl", *names):
+            tracker = _make_one(name, directory, run_name)
+            tracker.log_params(params)
+            trackers.append(tracker)
+    except BaseException:
+        for tracker in trackers:
+            tracker.close()
+        raise
+    return trackers
+
+
+def _make_one(name: str, run_dir: Path, run_name: str) -> Tracker:
+    if name == "console":
+        return ConsoleTracker()
+    if name == "jsonl":
+        return JsonlTracker(run_dir / "metrics.jsonl")
+    if name == "tensorboard":
+        return TensorBoardTracker(run_dir / "tensorboard")
+    if name == "wandb":
+        return WandbTracker(run_dir, run_name=run_name)
+    if name == "mlflow":
+        return MlflowTracker(run_dir, run_name=run_name)
+    raise ConfigError(
+        f"trainer.loggers: unknown tracker {name!r}; choose from {', '.join(TRACKER_NAMES)} "
+        "(or pass your own to PPOTrainer(trackers=[...]))"
+    )
