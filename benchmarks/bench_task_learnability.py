@@ -7,7 +7,8 @@ would do) and evaluated greedily and by sampling (temperature 1) on a held-out s
 
 With ``--rl-steps K`` it then checks learnability by RL from the ``--rl-from`` warm-up: a
 minimal on-policy GRPO loop (group-normalised advantages, one gradient step per batch, so the
-PPO ratio is 1 and clipping is moot) written here with the ``ppo.model`` primitives only. This
+PPO ratio is 1 and clipping is moot) written here with the ``ppo.lm`` and ``ppo.rollout``
+primitives only. This
 is a sanity check of the task and model, not the trainer.
 
 Single-threaded (``torch.set_num_threads(1)``) so numbers are comparable across machines::
@@ -24,11 +25,16 @@ import statistics
 import time
 
 import torch
+from transformers import PreTrainedModel
 
-from ppo.model import CausalTransformer, ModelConfig, generate, sequence_log_probs
+from ppo.config import load_config
+from ppo.lm import build_policy, sequence_log_probs
+from ppo.rollout import HFRolloutEngine, PromptBatch, SamplingParams
 from ppo.tasks import Task, TaskExample, get_task, make_dataset
-from ppo.tokenizer import CharTokenizer
+from ppo.tokenizer import load_tokenizer
 from ppo.warmup import encode_prompts, evaluate_accuracy, supervised_warmup
+
+TOK = load_tokenizer(None)
 
 MAX_PROMPT_LEN = 24
 MAX_RESPONSE_LEN = 8
@@ -38,18 +44,36 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def _model(args: argparse.Namespace, seed: int) -> PreTrainedModel:
+    section = load_config(
+        None,
+        [
+            f"model.config.hidden_size={args.d_model}",
+            f"model.config.num_hidden_layers={args.n_layers}",
+        ],
+    ).model
+    return build_policy(
+        section,
+        vocab_size=TOK.vocab_size,
+        special_ids={"eos_token_id": TOK.eos_id, "pad_token_id": TOK.pad_id},
+        max_positions=MAX_PROMPT_LEN + MAX_RESPONSE_LEN,
+        seed=seed,
+        device=torch.device("cpu"),
+    )
+
+
+def _engine(model: PreTrainedModel) -> HFRolloutEngine:
+    return HFRolloutEngine(model, eos_id=TOK.eos_id, pad_id=TOK.pad_id, shares_weights=True)
+
+
 def _warm_model(
     task_train: list[TaskExample], args: argparse.Namespace, seed: int, steps: int
-) -> tuple[CausalTransformer, float, float]:
-    tok = CharTokenizer()
-    cfg = ModelConfig(
-        vocab_size=tok.vocab_size, d_model=args.d_model, n_layers=args.n_layers, n_heads=4
-    )
-    model = CausalTransformer(cfg, seed=seed)
+) -> tuple[PreTrainedModel, float, float]:
+    model = _model(args, seed)
     t0 = time.perf_counter()
     losses = supervised_warmup(
         model,
-        tok,
+        TOK,
         task_train,
         steps=steps,
         batch_size=args.batch_size,
@@ -64,15 +88,14 @@ def _warm_model(
 
 
 def _grpo(
-    model: CausalTransformer,
+    model: PreTrainedModel,
     task: Task,
     eval_set: list[TaskExample],
     args: argparse.Namespace,
     seed: int,
 ) -> None:
-    tok = CharTokenizer()
+    tok = TOK
     rng = random.Random(seed + 1000)
-    gen = torch.Generator().manual_seed(seed + 2000)
     opt = torch.optim.AdamW(model.parameters(), lr=args.rl_lr, weight_decay=0.0)
     n, g = args.rl_prompts, args.rl_group
     t0 = time.perf_counter()
@@ -80,20 +103,15 @@ def _grpo(
         examples = [task.sample(rng) for _ in range(n)]
         repeated = [ex for ex in examples for _ in range(g)]  # interleaved: aabbcc
         ids, mask = encode_prompts(tok, [ex.prompt for ex in repeated], MAX_PROMPT_LEN)
-        out = generate(
-            model,
-            ids,
-            mask,
-            max_new_tokens=MAX_RESPONSE_LEN,
-            temperature=1.0,
-            generator=gen,
-            eos_id=tok.eos_id,
-            pad_id=tok.pad_id,
+        seeds = torch.arange(len(repeated)) + (seed + 2000) * 100_003 + step * len(repeated)
+        out = _engine(model).generate(
+            PromptBatch(ids=ids, mask=mask, seeds=seeds),
+            SamplingParams(max_new_tokens=MAX_RESPONSE_LEN),
         )
         scores = torch.tensor(
             [
                 task.score(tok.decode(row), ex)
-                for row, ex in zip(out.response.tolist(), repeated, strict=True)
+                for row, ex in zip(out.responses.tolist(), repeated, strict=True)
             ]
         ).view(n, g)
         adv = (scores - scores.mean(1, keepdim=True)) / (scores.std(1, keepdim=True) + 1e-6)
@@ -105,7 +123,7 @@ def _grpo(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % args.rl_eval_every == 0 or step == args.rl_steps:
-            acc = evaluate_accuracy(model, tok, eval_set, max_new_tokens=MAX_RESPONSE_LEN)
+            acc = evaluate_accuracy(_engine(model), tok, eval_set, max_new_tokens=MAX_RESPONSE_LEN)
             print(
                 f"  rl step {step:4d}  batch reward {scores.mean():.2f}  greedy acc {acc:.2f}  "
                 f"rl seconds {time.perf_counter() - t0:.1f}",
@@ -136,10 +154,8 @@ def main() -> None:
     task = get_task(args.task)
     train = make_dataset(task, args.n_train, seed=0)
     eval_set = make_dataset(task, args.n_eval, seed=1_000_003)
-    tok = CharTokenizer()
-    n_params = CausalTransformer(
-        ModelConfig(vocab_size=tok.vocab_size, d_model=args.d_model, n_layers=args.n_layers)
-    ).num_parameters()
+    tok = TOK
+    n_params = sum(p.numel() for p in _model(args, 0).parameters())
     print(
         f"task={task!r} params={n_params:,} batch={args.batch_size} lr={args.lr} "
         f"n_train={args.n_train} n_eval={args.n_eval} threads={torch.get_num_threads()}"
@@ -152,10 +168,17 @@ def main() -> None:
         greedy, sampled, losses, secs = [], [], [], []
         for seed in args.seeds:
             model, loss, seconds = _warm_model(train, args, seed, steps)
-            greedy.append(evaluate_accuracy(model, tok, eval_set, max_new_tokens=MAX_RESPONSE_LEN))
+            greedy.append(
+                evaluate_accuracy(_engine(model), tok, eval_set, max_new_tokens=MAX_RESPONSE_LEN)
+            )
             sampled.append(
                 evaluate_accuracy(
-                    model, tok, eval_set, max_new_tokens=MAX_RESPONSE_LEN, greedy=False, seed=seed
+                    _engine(model),
+                    tok,
+                    eval_set,
+                    max_new_tokens=MAX_RESPONSE_LEN,
+                    greedy=False,
+                    seed=seed,
                 )
             )
             losses.append(loss)
@@ -171,7 +194,7 @@ def main() -> None:
     if args.rl_steps:
         for seed in args.seeds:
             model, _, seconds = _warm_model(train, args, seed, args.rl_from)
-            acc = evaluate_accuracy(model, tok, eval_set, max_new_tokens=MAX_RESPONSE_LEN)
+            acc = evaluate_accuracy(_engine(model), tok, eval_set, max_new_tokens=MAX_RESPONSE_LEN)
             print(
                 f"seed {seed}: warm-up {args.rl_from} steps ({seconds:.1f} s) greedy acc {acc:.2f}"
             )

@@ -56,9 +56,12 @@ class CheckpointManager:
             torch.save(trainer_state, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        for child in tmp.iterdir():
-            with open(child, "rb") as fh:
-                os.fsync(fh.fileno())
+        for child in sorted(tmp.rglob("*")):
+            if child.is_file():
+                with open(child, "rb") as fh:
+                    os.fsync(fh.fileno())
+            else:
+                _fsync_dir(child)
         _fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
@@ -23,8 +24,10 @@ __all__ = [
     "AlgorithmConfig",
     "ConfigError",
     "CriticConfig",
+    "CriticModelSection",
     "DataConfig",
     "ModelSection",
+    "TokenizerSection",
     "PPOConfig",
     "ResourcesConfig",
     "RolloutConfig",
@@ -58,23 +61,127 @@ def _names_tuple(value: object) -> tuple[str, ...]:
     )
 
 
+#: The architecture built when ``model.path`` is unset: a 2-layer Llama-style decoder
+#: (RoPE, RMSNorm, SwiGLU, tied embeddings), ~90k parameters with the shipped tokenizer.
+#: ``vocab_size``, the special token ids and ``max_position_embeddings`` come from the
+#: tokenizer and the data lengths unless the table sets them.
+DEFAULT_ARCHITECTURE: Mapping[str, Any] = MappingProxyType(
+    {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "tie_word_embeddings": True,
+    }
+)
+
+DTYPES = ("float32", "bfloat16")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+def _architecture(table: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The user's table over :data:`DEFAULT_ARCHITECTURE` (same ``model_type``), else as is."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"config field model.config = {table!r} must be a table")
+    if (
+        table.get("model_type", DEFAULT_ARCHITECTURE["model_type"])
+        != (DEFAULT_ARCHITECTURE["model_type"])
+    ):
+        return dict(table)
+    return {**DEFAULT_ARCHITECTURE, **table}
+
+
+def _check_model_dir(field: str, path: str | None) -> None:
+    if path is None:
+        return
+    p = Path(path)
+    _check(
+        p.is_dir(),
+        field,
+        path,
+        "must be a local directory holding a Hugging Face model (config.json + "
+        "*.safetensors), e.g. one written by save_pretrained or `python -m rlrun export`",
+    )
+    _check(
+        (p / "config.json").is_file(),
+        field,
+        path,
+        "has no config.json: it is not a Hugging Face model directory",
+    )
+
+
 @attrs.frozen(kw_only=True)
 class ModelSection:
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    dropout: float = 0.0
+    """The policy (and reference) model: a Hugging Face causal LM.
+
+    ``path``: a local model directory (``config.json``, safetensors weights, tokenizer files);
+    when unset, ``config`` (an architecture table, merged over :data:`DEFAULT_ARCHITECTURE`)
+    is built with random weights from ``trainer.seed``. ``dtype``: compute precision
+    (``bfloat16`` runs forward passes under autocast; master weights stay float32).
+    """
+
+    path: str | None = None
+    config: Mapping[str, Any] = attrs.field(
+        factory=lambda: dict(DEFAULT_ARCHITECTURE), converter=_architecture
+    )
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
+    attn_implementation: str = "sdpa"
 
     def validate(self, p: str) -> None:
-        _check(self.d_model > 0, f"{p}.d_model", self.d_model, "must be > 0")
-        _check(self.n_layers > 0, f"{p}.n_layers", self.n_layers, "must be > 0")
+        _check_model_dir(f"{p}.path", self.path)
         _check(
-            self.n_heads > 0 and self.d_model % self.n_heads == 0,
-            f"{p}.n_heads",
-            self.n_heads,
-            f"must be > 0 and divide d_model={self.d_model}",
+            "model_type" in self.config,
+            f"{p}.config",
+            dict(self.config),
+            "must name a model_type (e.g. 'llama', 'qwen2')",
         )
-        _check(0.0 <= self.dropout < 1.0, f"{p}.dropout", self.dropout, "must be in [0, 1)")
+        _check(self.dtype in DTYPES, f"{p}.dtype", self.dtype, f"one of {list(DTYPES)}")
+        _check(
+            self.attn_implementation in ATTN_IMPLEMENTATIONS,
+            f"{p}.attn_implementation",
+            self.attn_implementation,
+            f"one of {list(ATTN_IMPLEMENTATIONS)}",
+        )
+
+
+@attrs.frozen(kw_only=True)
+class CriticModelSection:
+    """The critic's backbone: ``path`` (a local HF model directory) or, when unset, the
+    policy's model (the same architecture, initialised from the warmed-up policy)."""
+
+    path: str | None = None
+
+    def validate(self, p: str) -> None:
+        _check_model_dir(f"{p}.path", self.path)
+
+
+def _critic_model(value: CriticModelSection | Mapping[str, Any]) -> CriticModelSection:
+    if isinstance(value, CriticModelSection):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config section [critic.model] must be a table, got {value!r}")
+    bad = sorted(set(value) - {"path"})
+    if bad:
+        raise ConfigError(f"unknown field(s) {[f'critic.model.{b}' for b in bad]}; known: ['path']")
+    path = value.get("path")
+    if path is not None and not isinstance(path, str):
+        raise ConfigError(f"config field critic.model.path = {path!r} has the wrong type; str")
+    return CriticModelSection(path=path)
+
+
+@attrs.frozen(kw_only=True)
+class TokenizerSection:
+    """``path``: a local tokenizer directory; unset: ``model.path`` when set, else the
+    tokenizer shipped with the package."""
+
+    path: str | None = None
+
+    def validate(self, p: str) -> None:
+        if self.path is not None:
+            _check(Path(self.path).is_dir(), f"{p}.path", self.path, "must be a directory")
 
 
 @attrs.frozen(kw_only=True)
@@ -90,6 +197,7 @@ class DataConfig:
     max_response_len: int = 4
     seed: int = 0
     reward_fn: str | None = None
+    prompt_format: str = "raw"
 
     def validate(self, p: str) -> None:
         _check(
@@ -110,17 +218,27 @@ class DataConfig:
             self.reward_fn,
             "must be 'module:function'",
         )
+        _check(
+            self.prompt_format in ("raw", "chat"),
+            f"{p}.prompt_format",
+            self.prompt_format,
+            "'raw' (prompt text as is) or 'chat' (messages through the chat template)",
+        )
 
 
 @attrs.frozen(kw_only=True)
 class RolloutConfig:
     n: int = 8
     temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
     val_greedy: bool = True
 
     def validate(self, p: str) -> None:
         _check(self.n >= 1, f"{p}.n", self.n, "must be >= 1 (responses per prompt)")
         _check(self.temperature > 0, f"{p}.temperature", self.temperature, "must be > 0")
+        _check(0 < self.top_p <= 1, f"{p}.top_p", self.top_p, "must be in (0, 1]")
+        _check(self.top_k >= 0, f"{p}.top_k", self.top_k, "must be >= 0 (0 disables top-k)")
 
 
 @attrs.frozen(kw_only=True)
@@ -181,9 +299,17 @@ class ActorConfig:
     kl_loss_type: str = "k3"
     grad_clip: float = 1.0
     weight_decay: float = 0.0
+    micro_batch_size: int = 0
 
     def validate(self, p: str) -> None:
         from ppo.algos import AGG_MODES, policy_loss_names
+
+        _check(
+            self.micro_batch_size >= 0,
+            f"{p}.micro_batch_size",
+            self.micro_batch_size,
+            "must be >= 0 (0: one micro-batch per mini-batch)",
+        )
 
         _check(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
         _check(self.ppo_epochs >= 1, f"{p}.ppo_epochs", self.ppo_epochs, "must be >= 1")
@@ -220,8 +346,17 @@ class CriticConfig:
     cliprange_value: float = 0.5
     grad_clip: float = 1.0
     warmup_steps: int = 0
+    micro_batch_size: int = 0
+    model: CriticModelSection = attrs.field(factory=CriticModelSection, converter=_critic_model)
 
     def validate(self, p: str) -> None:
+        self.model.validate(f"{p}.model")
+        _check(
+            self.micro_batch_size >= 0,
+            f"{p}.micro_batch_size",
+            self.micro_batch_size,
+            "must be >= 0 (0: one micro-batch per mini-batch)",
+        )
         _check(self.lr > 0, f"{p}.lr", self.lr, "must be > 0")
         _check(self.ppo_epochs >= 1, f"{p}.ppo_epochs", self.ppo_epochs, "must be >= 1")
         _check(self.mini_batches >= 1, f"{p}.mini_batches", self.mini_batches, "must be >= 1")
@@ -324,6 +459,7 @@ class TrainerConfig:
 
 _SECTIONS: dict[str, type[Any]] = {
     "model": ModelSection,
+    "tokenizer": TokenizerSection,
     "data": DataConfig,
     "rollout": RolloutConfig,
     "algorithm": AlgorithmConfig,
@@ -340,6 +476,7 @@ class PPOConfig:
     """The whole trainer configuration (one attrs section per concern)."""
 
     model: ModelSection = attrs.field(factory=ModelSection)
+    tokenizer: TokenizerSection = attrs.field(factory=TokenizerSection)
     data: DataConfig = attrs.field(factory=DataConfig)
     rollout: RolloutConfig = attrs.field(factory=RolloutConfig)
     algorithm: AlgorithmConfig = attrs.field(factory=AlgorithmConfig)
@@ -438,7 +575,13 @@ def _parse_value(text: str) -> Any:
 
 def config_to_dict(config: PPOConfig) -> dict[str, Any]:
     """A plain-dict view (JSON/TOML friendly) of ``config``."""
-    return {name: attrs.asdict(getattr(config, name)) for name in _SECTIONS}
+    return {
+        name: attrs.asdict(getattr(config, name), value_serializer=_plain) for name in _SECTIONS
+    }
+
+
+def _plain(_: object, __: object, value: Any) -> Any:
+    return dict(value) if isinstance(value, MappingProxyType) else value
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PPOConfig:

@@ -10,7 +10,8 @@ A task makes prompts and scores responses; nothing here knows about models or to
     (1.0, 0.0)
 
 Built-in tasks (all prompts end in ``=``; answers are the text the model must produce before
-EOS; every character is in :class:`~ppo.tokenizer.CharTokenizer`'s vocabulary):
+EOS; every character is in the vocabulary of the shipped tokenizer,
+:func:`ppo.tokenizer.load_tokenizer`):
 
 ====================  =========================  =============
 registry name         prompt                     answer
@@ -32,7 +33,7 @@ import json
 import os
 import random
 import string
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -57,6 +58,12 @@ __all__ = [
 ]
 
 
+def _messages_tuple(
+    value: Iterable[Mapping[str, str]] | None,
+) -> tuple[Mapping[str, str], ...] | None:
+    return None if value is None else tuple(value)
+
+
 @attrs.frozen
 class TaskExample:
     """One prompt with its reference answer.
@@ -66,11 +73,24 @@ class TaskExample:
         answer: the reference the response is checked against.
         data_source: which task or file the example came from (validation accuracy is
             reported per data source).
+        messages: the prompt as chat messages (``data.prompt_format = "chat"``), if the data
+            gave them; ``prompt`` is then the last user message.
+        metadata: anything else the data carries for the scorer (verl's ``extra_info``).
     """
 
     prompt: str = attrs.field(validator=attrs.validators.instance_of(str))
     answer: str = attrs.field(validator=attrs.validators.instance_of(str))
     data_source: str = attrs.field(validator=attrs.validators.instance_of(str))
+    messages: tuple[Mapping[str, str], ...] | None = attrs.field(
+        default=None, kw_only=True, converter=_messages_tuple, eq=False
+    )
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, eq=False)
+
+    def chat(self) -> list[Mapping[str, str]]:
+        """The prompt as chat messages: ``messages``, or one user turn holding ``prompt``."""
+        if self.messages is not None:
+            return list(self.messages)
+        return [{"role": "user", "content": self.prompt}]
 
 
 #: A rule-based reward: ``(decoded response, example) -> score``. The response is the decoded
@@ -328,14 +348,16 @@ def load_jsonl(
 ) -> list[TaskExample]:
     """Read examples from a JSON-lines file: one object per line.
 
-    Each line is ``{"prompt": str, "answer": str | int, "data_source": str}``; ``data_source``
-    is optional and defaults to ``default_data_source`` or else the file's stem; other keys are
-    ignored; blank lines are skipped.
+    Each line is ``{"prompt": str, "answer": str | int}`` or ``{"messages": [{"role": ...,
+    "content": ...}, ...], "answer": ...}`` (chat; ``prompt`` then defaults to the last user
+    message), with optional ``data_source`` (default: ``default_data_source`` or the file's
+    stem) and ``metadata`` (an object handed to the scorer, verl's ``extra_info``); other keys
+    are ignored; blank lines are skipped.
 
     Raises:
-        ValueError: a line is not valid JSON, not an object, lacks ``prompt`` or ``answer``, or
-            has a value of the wrong type; the message names the file, the 1-based line number
-            and the key.
+        ConfigError: a line is not valid JSON, not an object, lacks ``prompt``/``messages`` or
+            ``answer``, has malformed messages or a value of the wrong type; the message names
+            the file, the 1-based line number and the key.
         FileNotFoundError: no such file.
     """
     p = Path(path)
@@ -343,36 +365,78 @@ def load_jsonl(
     examples: list[TaskExample] = []
     with p.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                obj: Any = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict):
-                raise ValueError(
-                    f"{where}: expected a JSON object with keys 'prompt' and 'answer', "
-                    f"got {type(obj).__name__}"
-                )
-            for key in ("prompt", "answer"):
-                if key not in obj:
-                    raise ValueError(
-                        f"{where}: missing key {key!r} (have {sorted(obj)}; need 'prompt', "
-                        f"'answer' and optionally 'data_source')"
-                    )
-            prompt, answer = obj["prompt"], obj["answer"]
-            data_source = obj.get("data_source", source_default)
-            if not isinstance(prompt, str):
-                raise ValueError(f"{where}: 'prompt' must be a string, got {prompt!r}")
-            if isinstance(answer, int) and not isinstance(answer, bool):
-                answer = str(answer)
-            if not isinstance(answer, str):
-                raise ValueError(f"{where}: 'answer' must be a string or int, got {answer!r}")
-            if not isinstance(data_source, str):
-                raise ValueError(f"{where}: 'data_source' must be a string, got {data_source!r}")
-            examples.append(TaskExample(prompt=prompt, answer=answer, data_source=data_source))
+            if line.strip():
+                examples.append(_parse_row(line, f"{p}:{lineno}", source_default))
     return examples
+
+
+def _parse_row(line: str, where: str, source_default: str) -> TaskExample:
+    from ppo.config import ConfigError
+
+    try:
+        obj: Any = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: invalid JSON ({exc.msg})") from exc
+    if not isinstance(obj, dict):
+        raise ConfigError(
+            f"{where}: expected a JSON object with keys 'prompt' (or 'messages') and 'answer', "
+            f"got {type(obj).__name__}"
+        )
+    messages = _parse_messages(obj["messages"], where) if "messages" in obj else None
+    if "prompt" not in obj and messages is None:
+        raise ConfigError(f"{where}: missing key 'prompt' or 'messages' (have {sorted(obj)})")
+    if "answer" not in obj:
+        raise ConfigError(
+            f"{where}: missing key 'answer' (have {sorted(obj)}; need 'prompt' or 'messages', "
+            "'answer', and optionally 'data_source' and 'metadata')"
+        )
+    prompt = obj.get("prompt")
+    if prompt is None and messages is not None:
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        prompt = users[-1] if users else messages[-1]["content"]
+    answer, data_source = obj["answer"], obj.get("data_source", source_default)
+    metadata = obj.get("metadata", {})
+    if not isinstance(prompt, str):
+        raise ConfigError(f"{where}: 'prompt' must be a string, got {prompt!r}")
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(answer, str):
+        raise ConfigError(f"{where}: 'answer' must be a string or int, got {answer!r}")
+    if not isinstance(data_source, str):
+        raise ConfigError(f"{where}: 'data_source' must be a string, got {data_source!r}")
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"{where}: 'metadata' must be an object, got {metadata!r}")
+    return TaskExample(
+        prompt=prompt,
+        answer=answer,
+        data_source=data_source,
+        messages=messages,
+        metadata=metadata,
+    )
+
+
+def _parse_messages(value: Any, where: str) -> tuple[dict[str, str], ...]:
+    from ppo.config import ConfigError
+
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f'{where}: \'messages\' must be a non-empty list of {{"role": ..., "content": ...}} '
+            f"objects, got {value!r}"
+        )
+    out: list[dict[str, str]] = []
+    for i, m in enumerate(value):
+        ok = (
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+        )
+        if not ok:
+            raise ConfigError(
+                f"{where}: messages[{i}] = {m!r} is malformed; each message is "
+                '{"role": "system" | "user" | "assistant", "content": "<text>"}'
+            )
+        out.append({"role": m["role"], "content": m["content"]})
+    return tuple(out)
 
 
 #: Builds a task from keyword arguments (a task class itself is a factory).

@@ -1,54 +1,76 @@
-"""Tokenizers for the trainer: a :class:`Tokenizer` protocol and a file-free :class:`CharTokenizer`.
+"""The trainer's view of a Hugging Face tokenizer, and the tokenizer shipped with the package.
 
-The trainer only needs what :class:`Tokenizer` lists: ``encode``/``decode``, ``vocab_size``
-and the three special ids. :class:`CharTokenizer` is the built-in implementation: a fixed,
-explicitly listed character vocabulary (no files, no downloads), enough for the built-in
-tasks in :mod:`ppo.tasks`::
+Workers and the trainer never touch a ``transformers`` tokenizer directly: they hold a
+:class:`Tokenizer` (a small Protocol) whose one implementation, :class:`HFTokenizer`, wraps any
+``PreTrainedTokenizerBase`` (``AutoTokenizer.from_pretrained(path)``)::
 
-    >>> tok = CharTokenizer()
-    >>> tok.encode("12+7=")
-    [4, 5, 40, 10, 42]
-    >>> tok.decode([4, 5, 40, 10, 42, tok.eos_id, 9])
-    '12+7='
+    tok = load_tokenizer("path/to/model")          # or load_tokenizer(None): the shipped one
+    ids = tok.encode_prompt("7+5=")                 # raw text; BOS as the tokenizer adds it
+    ids = tok.encode_prompt([{"role": "user", "content": "7+5="}])   # chat template
+    tok.decode(response_ids)                        # text before EOS, specials removed
 
-Users plug their own tokenizer (e.g. a wrapper around a Hugging Face tokenizer) by providing
-the same members; nothing else in the trainer inspects the tokenizer.
+Rules the rest of the trainer relies on:
+
+* **Prompts** are rendered the tokenizer's own way: raw text with ``add_special_tokens=True``
+  (a Llama-style tokenizer prepends BOS, a Qwen-style one adds nothing); chat messages through
+  the tokenizer's chat template with the generation prompt appended. A tokenizer without a chat
+  template cannot encode messages (:class:`TokenizerError`).
+* **EOS and padding**: ``eos_id`` ends a response; a tokenizer without a pad token pads with
+  EOS (pads are masked out everywhere, so the id only has to exist).
+* **Answers** (for the supervised warm-up) are encoded without special tokens.
+
+The shipped tokenizer (:func:`default_tokenizer_path`) is a character-level ``tokenizers``
+WordLevel model over printable ASCII with ``<pad> <bos> <eos> <unk>`` and three chat role
+tokens, and a chat template; it needs no download. ``python -m ppo._tokenizer_build`` rebuilds
+it byte for byte.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from ppo.config import ConfigError
 
 __all__ = [
-    "BOS_ID",
-    "CHARACTERS",
-    "EOS_ID",
-    "PAD_ID",
-    "SPECIAL_TOKENS",
-    "CharTokenizer",
+    "HFTokenizer",
+    "Message",
+    "Prompt",
     "Tokenizer",
+    "TokenizerError",
+    "as_tokenizer",
+    "default_tokenizer_path",
+    "load_tokenizer",
 ]
+
+#: One chat message: ``{"role": "user", "content": "..."}``.
+Message = Mapping[str, str]
+#: A prompt is raw text or a list of chat messages.
+Prompt = str | Sequence[Message]
+
+
+class TokenizerError(ConfigError):
+    """The tokenizer cannot do what the config asks (no chat template, an unknown character)."""
 
 
 @runtime_checkable
 class Tokenizer(Protocol):
     """What the trainer needs from a tokenizer.
 
-    Contract:
-
-    * ``encode(text)`` returns the ids of ``text`` **without** any special tokens (callers add
-      BOS/EOS themselves) and raises ``ValueError`` for text it cannot represent.
-    * ``decode(ids, skip_special=True)`` reads ``ids`` up to (not past) the first ``eos_id``
-      and returns the text; with ``skip_special`` the special tokens are dropped, so
-      ``decode(encode(t)) == t`` for any text ``t`` that ``encode`` accepts.
-    * ``vocab_size`` bounds every id: ``0 <= id < vocab_size``.
-    * ``pad_id``, ``bos_id`` and ``eos_id`` are distinct ids inside the vocabulary.
+    Contract: every id is in ``range(vocab_size)``; ``encode_prompt`` returns the ids the model
+    is conditioned on (specials as the tokenizer's convention puts them); ``encode_text`` the
+    ids of plain text without specials; ``decode`` reads up to (not past) the first ``eos_id``
+    and drops special tokens; ``save_pretrained(dir)`` writes files ``AutoTokenizer`` loads.
+    Implementations must pickle (they travel to every worker).
     """
 
     @property
     def vocab_size(self) -> int:
-        """Number of ids; every id is in ``range(vocab_size)``."""
+        """Number of ids, added tokens included."""
         ...
 
     @property
@@ -57,131 +79,133 @@ class Tokenizer(Protocol):
         ...
 
     @property
-    def bos_id(self) -> int:
-        """Id prepended to every prompt."""
-        ...
-
-    @property
     def eos_id(self) -> int:
         """Id that ends a response."""
         ...
 
-    def encode(self, text: str) -> list[int]:
-        """Ids of ``text``, without special tokens; ``ValueError`` if it cannot be encoded."""
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether :meth:`encode_prompt` accepts chat messages."""
         ...
 
-    def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
-        """Text of ``ids`` up to the first EOS; special tokens dropped when ``skip_special``."""
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        """Ids of a prompt: raw text, or messages rendered with the chat template."""
+        ...
+
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of ``text`` without any special token."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` up to the first EOS, special tokens dropped."""
+        ...
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write the tokenizer files into ``directory``."""
         ...
 
 
-PAD_ID: Final = 0
-BOS_ID: Final = 1
-EOS_ID: Final = 2
-
-#: Printable names of the special tokens, in id order (used by ``decode(skip_special=False)``).
-SPECIAL_TOKENS: Final[tuple[str, ...]] = ("<pad>", "<bos>", "<eos>")
-
-#: The ordinary characters, in id order after the special tokens: digits, lowercase letters,
-#: then the punctuation the built-in tasks use. Listed explicitly so ids never change.
-CHARACTERS: Final[tuple[str, ...]] = (
-    # digits: ids 3..12
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9",
-    # lowercase letters: ids 13..38
-    "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m",
-    "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z",
-    # punctuation: ids 39..50
-    " ", "+", "-", "=", "*", ",", ":", "?", "(", ")", "<", ">",
-)  # fmt: skip
+def default_tokenizer_path() -> Path:
+    """The directory of the tokenizer shipped with the package."""
+    return Path(str(resources.files("ppo") / "assets" / "tokenizer"))
 
 
-_PUNCTUATION: Final = "".join(CHARACTERS[36:])
+class HFTokenizer:
+    """:class:`Tokenizer` over a ``transformers`` tokenizer (fast or slow)."""
 
-
-class CharTokenizer:
-    """A character-level tokenizer with a fixed vocabulary of 51 ids and no files.
-
-    Ids: ``PAD=0``, ``BOS=1``, ``EOS=2``, then one id per character of :data:`CHARACTERS`
-    (digits ``0-9`` are ids 3..12, ``a-z`` 13..38, then ``" +-=*,:?()<>"`` 39..50).
-    Instances are stateless and interchangeable.
-    """
-
-    __slots__ = ()
-
-    _CHAR_TO_ID: Final[dict[str, int]] = {
-        ch: i + len(SPECIAL_TOKENS) for i, ch in enumerate(CHARACTERS)
-    }
-    _ID_TO_TOKEN: Final[tuple[str, ...]] = SPECIAL_TOKENS + CHARACTERS
+    def __init__(self, hf: PreTrainedTokenizerBase) -> None:
+        eos = hf.eos_token_id
+        if not isinstance(eos, int):
+            raise TokenizerError(
+                f"tokenizer {type(hf).__name__} has no EOS token; the trainer needs one to end "
+                "responses (set eos_token in tokenizer_config.json)"
+            )
+        pad = hf.pad_token_id
+        self.hf = hf
+        self._eos = eos
+        self._pad = pad if isinstance(pad, int) else eos
+        self._vocab = len(hf)
 
     @property
     def vocab_size(self) -> int:
-        """51: three special tokens plus 48 characters."""
-        return len(self._ID_TO_TOKEN)
+        return self._vocab
 
     @property
     def pad_id(self) -> int:
-        """0."""
-        return PAD_ID
-
-    @property
-    def bos_id(self) -> int:
-        """1."""
-        return BOS_ID
+        return self._pad
 
     @property
     def eos_id(self) -> int:
-        """2."""
-        return EOS_ID
+        return self._eos
 
-    def encode(self, text: str) -> list[int]:
-        """One id per character of ``text``; no special tokens are added.
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.hf, "chat_template", None))
 
-        Raises:
-            ValueError: a character is outside the vocabulary (the message names the character
-                and its position).
-        """
-        ids: list[int] = []
-        for pos, ch in enumerate(text):
-            try:
-                ids.append(self._CHAR_TO_ID[ch])
-            except KeyError:
-                raise ValueError(
-                    f"cannot encode character {ch!r} at position {pos} of {text!r}: "
-                    f"CharTokenizer knows only digits, lowercase a-z and {_PUNCTUATION!r}"
-                ) from None
-        return ids
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return list(self.hf.encode(prompt, add_special_tokens=True))
+        if not self.has_chat_template:
+            raise TokenizerError(
+                "data.prompt_format = 'chat' needs a tokenizer with a chat template, but "
+                f"{type(self.hf).__name__} (tokenizer.path) has none; use prompt_format = 'raw' "
+                "or a tokenizer whose tokenizer_config.json has a chat_template"
+            )
+        text = self.hf.apply_chat_template(
+            [dict(m) for m in prompt], add_generation_prompt=True, tokenize=False
+        )
+        if not isinstance(text, str):
+            raise TokenizerError(f"the chat template rendered {type(text).__name__}, not text")
+        return list(self.hf.encode(text, add_special_tokens=False))
 
-    def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
-        """Text of ``ids``, stopping at the first EOS.
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=False))
 
-        With ``skip_special`` (the default) PAD and BOS are dropped and EOS ends the text
-        without appearing in it. Without it, special tokens are rendered as ``<pad>``, ``<bos>``
-        and ``<eos>`` (for debugging; that form does not round-trip through ``encode``), and the
-        terminating ``<eos>`` is included.
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = list(ids)
+        if self._eos in ids:
+            ids = ids[: ids.index(self._eos)]
+        text = self.hf.decode(ids, skip_special_tokens=True)
+        return text if isinstance(text, str) else "".join(text)
 
-        Raises:
-            ValueError: an id is outside ``range(vocab_size)``.
-        """
-        n_special = len(SPECIAL_TOKENS)
-        out: list[str] = []
-        for pos, raw in enumerate(ids):
-            i = int(raw)
-            if not 0 <= i < len(self._ID_TO_TOKEN):
-                raise ValueError(
-                    f"cannot decode id {i} at position {pos}: ids must be in "
-                    f"range(0, {len(self._ID_TO_TOKEN)})"
-                )
-            if i == EOS_ID:
-                if not skip_special:
-                    out.append(self._ID_TO_TOKEN[i])
-                break
-            if i < n_special and skip_special:
-                continue
-            out.append(self._ID_TO_TOKEN[i])
-        return "".join(out)
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.hf.save_pretrained(str(directory))
 
     def __repr__(self) -> str:
-        return f"CharTokenizer(vocab_size={self.vocab_size})"
+        return f"HFTokenizer({type(self.hf).__name__}, vocab_size={self._vocab})"
 
 
-_: type[Tokenizer] = CharTokenizer
+def load_tokenizer(path: str | Path | None, *, field: str = "tokenizer.path") -> HFTokenizer:
+    """``AutoTokenizer.from_pretrained(path)`` wrapped as :class:`HFTokenizer`; the shipped
+    tokenizer when ``path`` is None. Local files only (nothing is downloaded).
+
+    Raises:
+        ConfigError: ``path`` does not exist or holds no tokenizer (names ``field``).
+    """
+    where = Path(path) if path is not None else default_tokenizer_path()
+    if not where.is_dir():
+        raise ConfigError(
+            f"config field {field} = {str(where)!r} is not a directory; point it at a "
+            "directory with tokenizer files (tokenizer.json or tokenizer.model + "
+            "tokenizer_config.json)"
+        )
+    try:
+        hf = AutoTokenizer.from_pretrained(str(where), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"config field {field} = {str(where)!r} holds no loadable tokenizer: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+    return HFTokenizer(hf)
+
+
+def as_tokenizer(value: Tokenizer | PreTrainedTokenizerBase) -> Tokenizer:
+    """Accept a ``transformers`` tokenizer or any :class:`Tokenizer` (user plug-in point)."""
+    if isinstance(value, PreTrainedTokenizerBase):
+        return HFTokenizer(value)
+    if isinstance(value, Tokenizer):
+        return value
+    raise TypeError(
+        f"tokenizer must be a transformers tokenizer or implement ppo.tokenizer.Tokenizer, "
+        f"got {type(value).__name__}"
+    )

@@ -10,25 +10,31 @@ Roles: actor+rollout (with the reference fused in), critic (for GAE), reward. Wi
 ``resources.colocate`` every role shares one pool and is fused into one process per rank;
 otherwise each role gets its own pool and processes.
 
-One step (see ``shared/design/ppo.md``): prompts with uids, repeated ``rollout.n`` times
-(interleaved); generation; reward; old/ref log-probs and values; optional KL in reward;
-advantages on the controller; critic then actor updates (data parallel over the role's
-ranks); metrics; validation every ``test_freq`` steps; a checkpoint every ``save_freq`` steps.
+One step is a pipeline of small stages (:meth:`PPOTrainer.train_step`): prompts with uids,
+repeated ``rollout.n`` times (interleaved) -> ``_rollout`` (generation) -> ``_score`` (reward),
+with old/ref log-probs and values in flight at the same time -> ``_advantages`` (KL in reward,
+the estimator, on the controller) -> ``_update`` (critic then actor, data parallel over the
+role's ranks) -> metrics. Validation runs every ``test_freq`` steps, a checkpoint every
+``save_freq`` steps; the final policy is exported with ``save_pretrained`` to
+``run_dir/hf_model``. Batch columns are named in :mod:`ppo.columns`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
 
+from ppo import columns as C
 from ppo.algos import (
     AdvantageInputs,
     apply_kl_in_reward,
@@ -38,12 +44,14 @@ from ppo.algos import (
 )
 from ppo.checkpoint import CheckpointManager
 from ppo.config import ConfigError, PPOConfig, config_to_dict
+from ppo.lm import check_model_fits
 from ppo.metrics import MetricsWriter, read_metrics
 from ppo.plots import PlotUnavailableError, RunSeries, plot_runs
+from ppo.scoring import RewardFnScorer, Scorer
 from ppo.tasks import RewardFn, Task, TaskExample, get_task, load_jsonl, make_dataset
-from ppo.tokenizer import CharTokenizer, Tokenizer
+from ppo.tokenizer import Tokenizer, as_tokenizer, load_tokenizer
 from ppo.trackers import Tracker, flatten_params, make_trackers
-from ppo.warmup import encode_prompts
+from ppo.warmup import encode_prompts, example_prompt
 from ppo.workers import ActorRolloutWorker, CriticWorker, RewardWorker
 from runtime import Backend, Batch, ResourcePool, WorkerGroup, WorkerSpec, fuse
 from runtime._log import get_logger
@@ -110,11 +118,14 @@ def load_reward_fn(spec: str) -> RewardFn:
 class PPOTrainer:
     """PPO/GRPO trainer on a backend. ``fit()`` trains and returns one metrics dict per step.
 
-    ``task`` overrides ``config.data.task`` (any :class:`ppo.tasks.Task`); ``reward_fn``
-    overrides the task's scorer (or ``config.data.reward_fn``); ``train_examples`` /
-    ``val_examples`` override the generated or JSONL data; ``tokenizer`` (any
-    :class:`ppo.tokenizer.Tokenizer`, picklable) replaces the built-in character tokenizer in
-    every role, and the model's vocabulary follows it. ``trackers`` (any
+    Plug-in points: ``task`` overrides ``config.data.task`` (any :class:`ppo.tasks.Task`);
+    ``reward_fn`` (per sample) or ``scorer`` (per batch, :class:`ppo.scoring.Scorer`) overrides
+    the task's scorer (or ``config.data.reward_fn``); ``train_examples`` / ``val_examples``
+    override the generated or JSONL data; ``tokenizer`` (a ``transformers`` tokenizer or any
+    :class:`ppo.tokenizer.Tokenizer`) overrides ``tokenizer.path`` / ``model.path``;
+    ``actor_spec`` / ``critic_spec`` / ``reward_spec`` replace a role's worker with a user
+    subclass of :class:`ActorRolloutWorker` / :class:`CriticWorker` / :class:`RewardWorker`
+    (build them with ``WorkerSpec.of(MyActor, config, tokenizer)``). ``trackers`` (any
     :class:`ppo.trackers.Tracker`) receive the configuration and every metrics row, next to the
     ones named by ``trainer.loggers``; :meth:`close` closes them all.
     """
@@ -126,36 +137,41 @@ class PPOTrainer:
         *,
         task: Task | None = None,
         reward_fn: RewardFn | None = None,
+        scorer: Scorer | None = None,
         train_examples: Sequence[TaskExample] | None = None,
         val_examples: Sequence[TaskExample] | None = None,
         on_step: Callable[[dict[str, Any]], None] | None = None,
-        tokenizer: Tokenizer | None = None,
+        tokenizer: Tokenizer | PreTrainedTokenizerBase | None = None,
+        actor_spec: WorkerSpec[Any] | None = None,
+        critic_spec: WorkerSpec[Any] | None = None,
+        reward_spec: WorkerSpec[Any] | None = None,
         trackers: Sequence[Tracker] = (),
     ) -> None:
         if not isinstance(backend, Backend):
             raise TypeError(f"backend must implement runtime.Backend, got {type(backend).__name__}")
+        if reward_fn is not None and scorer is not None:
+            raise ConfigError("pass reward_fn or scorer, not both")
         self.backend = backend
         self.config = config
         data = config.data
         self.task: Task = (
             task if task is not None else get_task(data.task, **dict(data.task_kwargs))
         )
-        if reward_fn is None and data.reward_fn is not None:
+        if reward_fn is None and scorer is None and data.reward_fn is not None:
             reward_fn = load_reward_fn(data.reward_fn)
-        self.reward_fn = reward_fn
-        if train_examples is not None:
-            self.train_examples = list(train_examples)
-        elif data.train_jsonl:
-            self.train_examples = load_jsonl(data.train_jsonl)
-        else:
-            self.train_examples = make_dataset(self.task, data.train_size, data.seed)
-        if val_examples is not None:
-            self.val_examples = list(val_examples)
-        elif data.val_jsonl:
-            self.val_examples = load_jsonl(data.val_jsonl)
-        else:
-            self.val_examples = make_dataset(self.task, data.val_size, data.seed + 1_000_003)
-        self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else CharTokenizer()
+        self.scorer: Scorer = scorer if scorer is not None else RewardFnScorer(self.task, reward_fn)
+        self.train_examples, self.val_examples = self._examples(train_examples, val_examples)
+        self.tokenizer: Tokenizer = (
+            as_tokenizer(tokenizer) if tokenizer is not None else self._default_tokenizer()
+        )
+        if data.prompt_format == "chat" and not self.tokenizer.has_chat_template:
+            raise ConfigError(
+                f"config field data.prompt_format = 'chat' needs a tokenizer with a chat "
+                f"template, but {self.tokenizer!r} has none; set data.prompt_format = 'raw' or "
+                "tokenizer.path to a tokenizer with a chat_template"
+            )
+        check_model_fits(config.model, config.critic.model.path, self.tokenizer.vocab_size)
+        self.specs = self._specs(actor_spec, critic_spec, reward_spec)
         self.sampler = PromptSampler(self.train_examples, data.seed)
         alg = config.algorithm
         self.kl_ctrl = make_kl_controller(
@@ -188,6 +204,58 @@ class PPOTrainer:
         self.reward: WorkerGroup[RewardWorker] | None = None
         self._groups: list[Any] = []
 
+    def _examples(
+        self,
+        train: Sequence[TaskExample] | None,
+        val: Sequence[TaskExample] | None,
+    ) -> tuple[list[TaskExample], list[TaskExample]]:
+        data = self.config.data
+        if train is None:
+            train = (
+                load_jsonl(data.train_jsonl)
+                if data.train_jsonl
+                else make_dataset(self.task, data.train_size, data.seed)
+            )
+        if val is None:
+            val = (
+                load_jsonl(data.val_jsonl)
+                if data.val_jsonl
+                else make_dataset(self.task, data.val_size, data.seed + 1_000_003)
+            )
+        return list(train), list(val)
+
+    def _default_tokenizer(self) -> Tokenizer:
+        cfg = self.config
+        if cfg.tokenizer.path is not None:
+            return load_tokenizer(cfg.tokenizer.path, field="tokenizer.path")
+        if cfg.model.path is not None:
+            return load_tokenizer(cfg.model.path, field="model.path")
+        return load_tokenizer(None)
+
+    def _specs(
+        self,
+        actor: WorkerSpec[Any] | None,
+        critic: WorkerSpec[Any] | None,
+        reward: WorkerSpec[Any] | None,
+    ) -> dict[str, WorkerSpec[Any]]:
+        cfg, tok = self.config, self.tokenizer
+        specs: dict[str, WorkerSpec[Any]] = {
+            "actor": actor or WorkerSpec.of(ActorRolloutWorker, cfg, tok),
+            "critic": critic or WorkerSpec.of(CriticWorker, cfg, tok),
+            "reward": reward or WorkerSpec.of(RewardWorker, self.scorer, tok),
+        }
+        for role, base in (
+            ("actor", ActorRolloutWorker),
+            ("critic", CriticWorker),
+            ("reward", RewardWorker),
+        ):
+            if not issubclass(specs[role].cls, base):
+                raise TypeError(
+                    f"{role}_spec builds {specs[role].cls.__qualname__}, which is not a subclass "
+                    f"of ppo.{base.__qualname__}; subclass it and override the methods to change"
+                )
+        return specs
+
     # ------------------------------------------------------------------ workers
     def init_workers(self) -> None:
         """Start the roles on the backend, set up data parallelism, warm up, and resume."""
@@ -205,15 +273,12 @@ class PPOTrainer:
                 name=f"{name}-{id(self):x}",
             )
 
-        actor_spec = WorkerSpec.of(ActorRolloutWorker, cfg, self.tokenizer)
-        critic_spec = WorkerSpec.of(CriticWorker, cfg, self.tokenizer)
-        reward_spec = WorkerSpec.of(RewardWorker, self.task, self.reward_fn, self.tokenizer)
         # Colocated: every role shares the actor's ranks (critic_ranks applies to separate pools).
         fused_critic = cfg.needs_critic and res.colocate
         if res.colocate:
-            roles: dict[str, WorkerSpec[Any]] = {"actor": actor_spec, "reward": reward_spec}
+            roles = {"actor": self.specs["actor"], "reward": self.specs["reward"]}
             if fused_critic:
-                roles["critic"] = critic_spec
+                roles["critic"] = self.specs["critic"]
             fused = fuse(self.backend, roles, pool(res.actor_ranks, "actor"), timeout=timeout)
             self._groups.append(fused)
             self.actor = fused.view("actor", ActorRolloutWorker)
@@ -221,21 +286,11 @@ class PPOTrainer:
             if fused_critic:
                 self.critic = fused.view("critic", CriticWorker)
         else:
-            self.actor = self._own_group(actor_spec, pool(res.actor_ranks, "actor"), "actor")
-            self.reward = self._own_group(reward_spec, pool(1, "reward"), "reward")
+            self.actor = self._own_group(self.specs["actor"], pool(res.actor_ranks, "actor"))
+            self.reward = self._own_group(self.specs["reward"], pool(1, "reward"))
         if cfg.needs_critic and self.critic is None:
-            self.critic = self._own_group(critic_spec, pool(res.critic_ranks, "critic"), "critic")
-        for role, group in (("actor", self.actor), ("critic", self.critic)):
-            if group is not None and group.world_size > 1:
-                pids = group.run_function(_process_id)
-                if len(set(pids)) != len(pids):
-                    self.close()
-                    raise ConfigError(
-                        f"resources.{role}_ranks = {group.world_size}: data-parallel training "
-                        "needs one process per rank, but this backend runs several ranks in one "
-                        "process "
-                        "(the in-process backend does). Use 1 rank per role with it, or RayBackend."
-                    )
+            self.critic = self._own_group(self.specs["critic"], pool(res.critic_ranks, "critic"))
+        self._check_one_process_per_rank()
         self.actor.call(ActorRolloutWorker.init_distributed)
         if self.critic is not None:
             self.critic.call(CriticWorker.init_distributed)
@@ -250,10 +305,27 @@ class PPOTrainer:
                     CriticWorker.init_from_policy, self.actor.call(ActorRolloutWorker.policy_state)
                 )
 
-    def _own_group(self, spec: WorkerSpec[W], pool: ResourcePool, role: str) -> WorkerGroup[W]:
+    def _check_one_process_per_rank(self) -> None:
+        for role, group in (("actor", self.actor), ("critic", self.critic)):
+            if group is not None and group.world_size > 1:
+                pids = group.run_function(_process_id)
+                if len(set(pids)) != len(pids):
+                    self.close()
+                    raise ConfigError(
+                        f"resources.{role}_ranks = {group.world_size}: data-parallel training "
+                        "needs one process per rank, but this backend runs several ranks in one "
+                        "process (the in-process backend does). Use 1 rank per role with it, "
+                        "or a multi-process backend (RayBackend)."
+                    )
+
+    def _own_group(self, spec: WorkerSpec[W], pool: ResourcePool) -> WorkerGroup[W]:
         """A role in its own pool (separate processes), stopped by :meth:`close`."""
         group = WorkerGroup(
-            self.backend, spec, pool, role=role, timeout=self.config.trainer.call_timeout
+            self.backend,
+            spec,
+            pool,
+            role=pool.name.split("-")[0],
+            timeout=self.config.trainer.call_timeout,
         )
         self._groups.append(group)
         return group
@@ -276,189 +348,216 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ data
     def _prompt_batch(self, examples: Sequence[TaskExample], *, uid_prefix: str) -> Batch:
+        fmt = self.config.data.prompt_format
         ids, mask = encode_prompts(
-            self.tokenizer, [e.prompt for e in examples], self.config.data.max_prompt_len
+            self.tokenizer,
+            [example_prompt(e, fmt) for e in examples],
+            self.config.data.max_prompt_len,
         )
+
+        def column(values: Sequence[object]) -> np.ndarray[Any, np.dtype[Any]]:
+            out = np.empty(len(values), dtype=object)
+            out[:] = list(values)
+            return out
+
         return Batch(
-            {"prompt_ids": ids, "prompt_mask": mask},
+            {C.PROMPT_IDS: ids, C.PROMPT_MASK: mask},
             {
-                "uid": np.array([f"{uid_prefix}-{i}" for i in range(len(examples))], dtype=object),
-                "prompt": np.array([e.prompt for e in examples], dtype=object),
-                "answer": np.array([e.answer for e in examples], dtype=object),
-                "data_source": np.array([e.data_source for e in examples], dtype=object),
+                C.UID: column([f"{uid_prefix}-{i}" for i in range(len(examples))]),
+                C.PROMPT: column([e.prompt for e in examples]),
+                C.ANSWER: column([e.answer for e in examples]),
+                C.DATA_SOURCE: column([e.data_source for e in examples]),
+                C.METADATA: column([dict(e.metadata) for e in examples]),
             },
         )
 
+    def _generation_input(self, batch: Batch, seed: int, *, greedy: bool) -> Batch:
+        """The rollout's input: prompts, and one sampling seed per row (``seed`` + row)."""
+        seeds = torch.arange(len(batch), dtype=torch.long) + seed * 1_000_003
+        return Batch(
+            {
+                C.PROMPT_IDS: batch.tensors[C.PROMPT_IDS],
+                C.PROMPT_MASK: batch.tensors[C.PROMPT_MASK],
+                C.ROLLOUT_SEED: seeds,
+            },
+            meta={C.TEMPERATURE: self.config.rollout.temperature, C.GREEDY: greedy},
+        ).with_auto_padding()
+
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Any]:
-        """Run one PPO/GRPO step and return its metrics (does not validate or checkpoint)."""
+        """One PPO/GRPO step: rollout -> score (+ log-probs, values) -> advantages ->
+        update. Returns its metrics (does not validate or checkpoint)."""
         self.init_workers()
-        assert self.actor is not None
-        assert self.reward is not None
         cfg = self.config
         step = self.step + 1
         timing: dict[str, float] = {}
+        metrics: dict[str, Any] = {}
         t_step = time.perf_counter()
-
         examples = self.sampler.next(cfg.data.prompts_per_step)
         batch = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
             cfg.rollout.n, interleave=True
         )
-        gen_in = Batch(
-            batch.select(tensor_keys=["prompt_ids", "prompt_mask"], non_tensor_keys=[]).tensors,
-            meta={
-                "temperature": cfg.rollout.temperature,
-                "seed": cfg.trainer.seed * 100_003 + step,
-            },
-        ).with_auto_padding()
-
-        t = time.perf_counter()
-        gen = self.actor.call(ActorRolloutWorker.generate, gen_in)
-        timing["gen"] = time.perf_counter() - t
-        batch = batch.union(gen)
+        with _timed(timing, "gen"):
+            batch = self._rollout(batch, seed=cfg.trainer.seed * 100_003 + step)
         baselines = self._greedy_baselines(examples, step) if cfg.needs_baselines else None
+        batch = self._score_and_log_probs(batch, timing)
+        with _timed(timing, "adv"):
+            batch = self._advantages(batch, baselines, metrics)
+        metrics.update(self._update(batch, step, timing))
+        self.step = step
+        timing["step"] = time.perf_counter() - t_step
+        metrics.update(_data_metrics(batch, cfg.data.max_response_len, self.tokenizer.eos_id))
+        metrics.update({f"timing_s/{k}": v for k, v in timing.items()})
+        n_tokens = float(batch.tensors[C.ATTENTION_MASK].sum())
+        metrics["perf/total_num_tokens"] = n_tokens
+        metrics["perf/throughput"] = n_tokens / max(timing["step"], 1e-9)
+        metrics["training/global_step"] = step
+        metrics["training/epoch"] = self.sampler.epoch
+        metrics["step"] = step
+        return metrics
 
-        t = time.perf_counter()
+    def _rollout(self, batch: Batch, *, seed: int, greedy: bool = False) -> Batch:
+        """Stage 1: one response per row (the actor's rollout engine)."""
+        assert self.actor is not None
+        gen_in = self._generation_input(batch, seed, greedy=greedy)
+        return batch.union(self.actor.call(ActorRolloutWorker.generate, gen_in))
+
+    def _score_and_log_probs(self, batch: Batch, timing: dict[str, float]) -> Batch:
+        """Stage 2: reward, old/ref log-probs and values, all submitted before any is awaited
+        (so the roles work at the same time)."""
+        assert self.actor is not None
+        assert self.reward is not None
         padded = batch.with_auto_padding()
+        t0 = time.perf_counter()
         score_f = self.reward.submit(RewardWorker.compute_score, padded)
         old_f = self.actor.submit(ActorRolloutWorker.compute_log_prob, padded)
         ref_f = (
             self.actor.submit(ActorRolloutWorker.compute_ref_log_prob, padded)
-            if cfg.needs_reference
+            if self.config.needs_reference
             else None
         )
         val_f = self.critic.submit(CriticWorker.compute_values, padded) if self.critic else None
         scores = score_f.get()
+        timing["reward"] = time.perf_counter() - t0
         batch = batch.union(
-            scores.select(tensor_keys=["token_level_scores", "score", "acc"], non_tensor_keys=[])
+            scores.select(tensor_keys=[C.TOKEN_LEVEL_SCORES, C.SCORE, C.ACC], non_tensor_keys=[])
         )
         batch = batch.union(old_f.get())
+        timing["old_log_prob"] = time.perf_counter() - t0
         if ref_f is not None:
             batch = batch.union(ref_f.get())
+            timing["ref"] = time.perf_counter() - t0
         if val_f is not None:
             batch = batch.union(val_f.get())
-        timing["score_logprob_values"] = time.perf_counter() - t
+            timing["values"] = time.perf_counter() - t0
+        return batch
 
-        t = time.perf_counter()
-        mask = batch.tensors["response_mask"].float()
-        token_scores = batch.tensors["token_level_scores"]
-        metrics: dict[str, Any] = {}
+    def _advantages(
+        self, batch: Batch, baselines: torch.Tensor | None, metrics: dict[str, Any]
+    ) -> Batch:
+        """Stage 3 (on the controller): KL in reward, then the advantage estimator."""
+        alg = self.config.algorithm
+        mask = batch.tensors[C.RESPONSE_MASK].float()
+        token_scores = batch.tensors[C.TOKEN_LEVEL_SCORES]
         if baselines is not None:
             metrics["reward/greedy_baseline_mean"] = float(baselines.mean())
-        if cfg.algorithm.use_kl_in_reward:
+        if alg.use_kl_in_reward:
             token_rewards, kl_metrics = apply_kl_in_reward(
-                token_scores,
-                batch.tensors["old_log_probs"],
-                batch.tensors["ref_log_probs"],
-                mask,
-                self.kl_ctrl,
-                kind=cfg.algorithm.kl_penalty,
+                token_level_scores=token_scores,
+                old_log_prob=batch.tensors[C.OLD_LOG_PROBS],
+                ref_log_prob=batch.tensors[C.REF_LOG_PROBS],
+                response_mask=mask,
+                controller=self.kl_ctrl,
+                kind=alg.kl_penalty,
             )
             metrics.update(kl_metrics)
         else:
             token_rewards = token_scores
         advantages, returns = compute_advantages(
-            cfg.algorithm.adv_estimator,
+            alg.adv_estimator,
             AdvantageInputs(
                 token_rewards=token_rewards,
                 response_mask=mask,
-                values=batch.tensors.get("values"),
-                index=batch.non_tensors["uid"],
+                values=batch.tensors.get(C.VALUES),
+                index=batch.non_tensors[C.UID],
                 reward_baselines=baselines,
-                gamma=cfg.algorithm.gamma,
-                lam=cfg.algorithm.lam,
-                norm_by_std=cfg.algorithm.norm_adv_by_std,
+                gamma=alg.gamma,
+                lam=alg.lam,
+                norm_by_std=alg.norm_adv_by_std,
             ),
         )
-        batch = batch.union(
+        return batch.union(
             Batch(
-                {"token_level_rewards": token_rewards, "advantages": advantages, "returns": returns}
+                {
+                    C.TOKEN_LEVEL_REWARDS: token_rewards,
+                    C.ADVANTAGES: advantages,
+                    C.RETURNS: returns,
+                }
             )
         )
-        timing["adv"] = time.perf_counter() - t
 
-        update = batch.select(
-            tensor_keys=[
-                k
-                for k in (
-                    "input_ids",
-                    "attention_mask",
-                    "response_mask",
-                    "old_log_probs",
-                    "advantages",
-                    "returns",
-                    "values",
-                    "ref_log_probs",
-                )
-                if k in batch.tensors
-            ],
-            non_tensor_keys=[],
+    def _update(self, batch: Batch, step: int, timing: dict[str, float]) -> dict[str, Any]:
+        """Stage 4: critic, then actor (after ``critic.warmup_steps``), data parallel."""
+        assert self.actor is not None
+        cfg = self.config
+        keys = (
+            C.INPUT_IDS,
+            C.ATTENTION_MASK,
+            C.RESPONSE_MASK,
+            C.OLD_LOG_PROBS,
+            C.ADVANTAGES,
+            C.RETURNS,
+            C.VALUES,
+            C.REF_LOG_PROBS,
         )
-        update.meta["seed"] = cfg.trainer.seed * 100_003 + step
+        update = batch.select(
+            tensor_keys=[k for k in keys if k in batch.tensors], non_tensor_keys=[]
+        )
+        update.meta[C.SEED] = cfg.trainer.seed * 100_003 + step
+        metrics: dict[str, Any] = {}
         if self.critic is not None:
-            t = time.perf_counter()
-            per_rank = self.critic.call(CriticWorker.update_critic, update)
+            with _timed(timing, "update_critic"):
+                per_rank = self.critic.call(CriticWorker.update_critic, update)
             metrics.update({f"critic/{k}": v for k, v in _average(per_rank).items()})
-            timing["update_critic"] = time.perf_counter() - t
         if step > cfg.critic.warmup_steps or self.critic is None:
-            t = time.perf_counter()
-            per_rank = self.actor.call(ActorRolloutWorker.update_policy, update)
+            with _timed(timing, "update_actor"):
+                per_rank = self.actor.call(ActorRolloutWorker.update_policy, update)
             metrics.update({f"actor/{k}": v for k, v in _average(per_rank).items()})
-            timing["update_actor"] = time.perf_counter() - t
-
-        self.step = step
-        timing["step"] = time.perf_counter() - t_step
-        metrics.update(_data_metrics(batch))
-        metrics.update({f"timing/{k}_s": v for k, v in timing.items()})
-        n_tokens = float(batch.tensors["attention_mask"].sum())
-        metrics["perf/tokens_per_s"] = n_tokens / max(timing["step"], 1e-9)
-        metrics["training/epoch"] = self.sampler.epoch
-        metrics["step"] = step
         return metrics
 
     def _greedy_baselines(self, examples: Sequence[TaskExample], step: int) -> torch.Tensor:
         """ReMax's baseline: the score of one greedy response per prompt, repeated ``n``
         times to line up with the sampled rows (interleaved)."""
-        assert self.actor is not None
         assert self.reward is not None
         prompts = self._prompt_batch(examples, uid_prefix=f"g{step}")
-        gen_in = Batch(
-            prompts.select(tensor_keys=["prompt_ids", "prompt_mask"], non_tensor_keys=[]).tensors,
-            meta={"temperature": self.config.rollout.temperature, "greedy": True, "seed": step},
-        ).with_auto_padding()
-        greedy = prompts.union(self.actor.call(ActorRolloutWorker.generate, gen_in))
+        greedy = self._rollout(prompts, seed=step, greedy=True)
         scores = self.reward.call(RewardWorker.compute_score, greedy.with_auto_padding())
-        return scores.tensors["score"].repeat_interleave(self.config.rollout.n)
+        return scores.tensors[C.SCORE].repeat_interleave(self.config.rollout.n)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
-        """Greedy (or sampled) generation on the held-out set; accuracy overall and per source."""
+        """Greedy (or sampled) generation on the held-out set: accuracy and reward overall
+        (``val/accuracy``, ``val/reward``) and per data source (verl's
+        ``val-core/<source>/acc/mean@1`` and ``.../reward/mean@1``)."""
         self.init_workers()
-        assert self.actor is not None
         assert self.reward is not None
         cfg = self.config
         batch = self._prompt_batch(self.val_examples, uid_prefix="val")
-        gen_in = Batch(
-            batch.select(tensor_keys=["prompt_ids", "prompt_mask"], non_tensor_keys=[]).tensors,
-            meta={
-                "temperature": cfg.rollout.temperature,
-                "greedy": cfg.rollout.val_greedy,
-                "seed": 17,
-            },
-        ).with_auto_padding()
-        batch = batch.union(self.actor.call(ActorRolloutWorker.generate, gen_in))
+        batch = self._rollout(batch, seed=17, greedy=cfg.rollout.val_greedy)
         scores = self.reward.call(RewardWorker.compute_score, batch.with_auto_padding())
-        acc = scores.tensors["acc"]
-        out = {"val/accuracy": float(acc.mean())}
-        sources = batch.non_tensors["data_source"]
+        acc, score = scores.tensors[C.ACC], scores.tensors[C.SCORE]
+        out = {"val/accuracy": float(acc.mean()), "val/reward": float(score.mean())}
+        sources = batch.non_tensors[C.DATA_SOURCE]
         for source in sorted(set(sources.tolist())):
             sel = torch.from_numpy(np.asarray(sources == source))
-            out[f"val/accuracy/{source}"] = float(acc[sel].mean())
+            out[f"val-core/{source}/acc/mean@1"] = float(acc[sel].mean())
+            out[f"val-core/{source}/reward/mean@1"] = float(score[sel].mean())
         return out
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> list[dict[str, Any]]:
-        """Train until ``trainer.total_steps``; returns the metrics of the steps run now."""
+        """Train until ``trainer.total_steps``; returns the metrics of the steps run now.
+        At the end the policy is exported with ``save_pretrained`` to ``run_dir/hf_model``."""
         cfg = self.config.trainer
         self.init_workers()
         self.metrics.truncate_after(self.step)
@@ -480,19 +579,20 @@ class PPOTrainer:
                 row = self.train_step()
                 last = self.step == cfg.total_steps
                 if cfg.test_freq > 0 and (self.step % cfg.test_freq == 0 or last):
-                    row.update(self.validate())
+                    with _timed(row, "timing_s/testing"):
+                        row.update(self.validate())
                 if cfg.save_freq > 0 and (self.step % cfg.save_freq == 0 or last):
-                    self.save_checkpoint()
+                    with _timed(row, "timing_s/save_checkpoint"):
+                        self.save_checkpoint()
                 self._log_row(row)
                 history.append(row)
                 bar.update(1)
-                score = row.get("critic/score/mean", row.get("reward/mean"))
-                if isinstance(score, float):
-                    bar.set_postfix(reward=f"{score:.3f}")
+                bar.set_postfix(reward=f"{row['critic/score/mean']:.3f}")
                 if self.on_step is not None:
                     self.on_step(row)
         finally:
             bar.close()
+        self.export_pretrained(self.run_dir / "hf_model")
         self._write_figure()
         return history
 
@@ -524,15 +624,26 @@ class PPOTrainer:
         return f"{c.algorithm.adv_estimator} on {self._data_label} ({ranks} actor rank(s))"
 
     # ------------------------------------------------------------------ checkpoints
+    def export_pretrained(self, directory: str | Path) -> Path:
+        """Write the current policy and tokenizer with ``save_pretrained`` into ``directory``
+        (``AutoModelForCausalLM.from_pretrained(directory)`` loads it)."""
+        self.init_workers()
+        assert self.actor is not None
+        path = Path(directory)
+        self.actor.call(ActorRolloutWorker.export_pretrained, str(path))
+        _log.info("policy exported", path=str(path))
+        return path
+
     def save_checkpoint(self) -> Path:
         """Write an atomic checkpoint of every role and the trainer state for this step."""
         assert self.actor is not None
-        actor, critic = self.actor, self.critic
+        actor, critic, tokenizer = self.actor, self.critic, self.tokenizer
 
         def write_parts(directory: Path) -> None:
             actor.call(ActorRolloutWorker.save_checkpoint, str(directory))
             if critic is not None:
                 critic.call(CriticWorker.save_checkpoint, str(directory))
+            tokenizer.save_pretrained(directory / "tokenizer")
 
         state = {
             "step": self.step,
@@ -567,6 +678,16 @@ def _data_label(task_name: str, train_jsonl: str | None, *, explicit: bool) -> s
     return f"task {task_name}"
 
 
+@contextlib.contextmanager
+def _timed(into: dict[str, Any], key: str) -> Iterator[None]:
+    """Add the block's wall time in seconds to ``into[key]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[key] = into.get(key, 0.0) + time.perf_counter() - t0
+
+
 def _process_id(worker: object) -> int:
     import os
 
@@ -578,27 +699,36 @@ def _average(per_rank: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in per_rank if k in m])) for k in keys}
 
 
-def _data_metrics(batch: Batch) -> dict[str, float]:
-    mask = batch.tensors["response_mask"].float()
-    score = batch.tensors["score"]
-    adv = batch.tensors["advantages"]
+def _data_metrics(batch: Batch, max_response_len: int, eos_id: int) -> dict[str, float]:
+    """The step's data metrics, named as verl names them (see docs/metrics.md)."""
+    t = batch.tensors
+    mask = t[C.RESPONSE_MASK].float()
     lengths = mask.sum(dim=1)
+    prompt_lengths = t[C.ATTENTION_MASK].sum(dim=1).float() - lengths
+    # Cut at the limit: every one of the max_response_len tokens used, and the last not EOS.
+    clipped = (lengths >= max_response_len) & (t[C.RESPONSES][:, -1] != eos_id)
+    valid = mask.bool()
+    adv, score = t[C.ADVANTAGES], t[C.SCORE]
     out = {
-        "reward/mean": float(score.mean()),
-        "reward/max": float(score.max()),
-        "reward/min": float(score.min()),
-        "reward/acc": float(batch.tensors["acc"].mean()),
+        "critic/score/mean": float(score.mean()),
+        "critic/score/max": float(score.max()),
+        "critic/score/min": float(score.min()),
+        "critic/rewards/mean": float(t[C.TOKEN_LEVEL_REWARDS].sum(dim=1).mean()),
+        "critic/acc/mean": float(t[C.ACC].mean()),
+        "critic/advantages/mean": float(masked_mean(adv, mask)),
+        "critic/advantages/max": float(adv[valid].max()) if valid.any() else 0.0,
+        "critic/advantages/min": float(adv[valid].min()) if valid.any() else 0.0,
         "response_length/mean": float(lengths.mean()),
         "response_length/max": float(lengths.max()),
-        "adv/mean": float(masked_mean(adv, mask)),
-        "adv/max": float(adv[mask.bool()].max()) if mask.any() else 0.0,
-        "adv/min": float(adv[mask.bool()].min()) if mask.any() else 0.0,
-        "actor/entropy_rollout": float(masked_mean(batch.tensors["entropy"], mask)),
+        "response_length/min": float(lengths.min()),
+        "response_length/clip_ratio": float(clipped.float().mean()),
+        "prompt_length/mean": float(prompt_lengths.mean()),
+        "actor/entropy_rollout": float(masked_mean(t[C.ENTROPY], mask)),
     }
-    if "values" in batch.tensors:
-        out["critic/values_mean"] = float(masked_mean(batch.tensors["values"], mask))
-        out["critic/returns_mean"] = float(masked_mean(batch.tensors["returns"], mask))
-    if "ref_log_probs" in batch.tensors:
-        kl = batch.tensors["old_log_probs"] - batch.tensors["ref_log_probs"]
-        out["kl/actor_ref"] = float(masked_mean(kl, mask))
+    if C.VALUES in t:
+        out["critic/values/mean"] = float(masked_mean(t[C.VALUES], mask))
+        out["critic/returns/mean"] = float(masked_mean(t[C.RETURNS], mask))
+    if C.REF_LOG_PROBS in t:
+        kl = t[C.OLD_LOG_PROBS] - t[C.REF_LOG_PROBS]
+        out["actor/reward_kl_penalty"] = float(masked_mean(kl, mask))
     return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}

@@ -1,76 +1,68 @@
 """Prompt encoding, a short supervised warm-up, and greedy/sampled accuracy.
 
 RL from a random policy never sees a reward on these tasks, so the trainer can first teach the
-output format (and some of the task) by teacher forcing on ``BOS + prompt + answer + EOS``, with
-the loss on the answer and EOS only. The batch layout is the one the RL loop uses
-(see :mod:`ppo.model`): a left-padded prompt block followed by a right-padded response block.
+output format (and some of the task) by teacher forcing on ``prompt + answer + EOS``, with the
+loss on the answer and EOS only. The batch layout is the one the RL loop uses (see
+:mod:`ppo.lm`): a left-padded prompt block followed by a right-padded response block.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ppo.model import CausalLM, generate, sequence_log_probs
+from ppo.lm import LanguageModel, sequence_log_probs
+from ppo.rollout import HFRolloutEngine, PromptBatch, SamplingParams
 from ppo.tasks import RewardFn, TaskExample, exact_match_score
-from ppo.tokenizer import Tokenizer
+from ppo.tokenizer import Prompt, Tokenizer
 
 __all__ = [
-    "TrainableLM",
     "encode_examples",
     "encode_prompts",
     "evaluate_accuracy",
+    "example_prompt",
     "supervised_warmup",
 ]
 
 
-class TrainableLM(CausalLM, Protocol):
-    """A :class:`~ppo.model.CausalLM` that is also a trainable ``nn.Module``."""
-
-    training: bool
-
-    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
-        """The trainable parameters."""
-        ...
-
-    def train(self, mode: bool = True) -> object:
-        """Switch train/eval mode (dropout)."""
-        ...
+def example_prompt(example: TaskExample, prompt_format: str) -> Prompt:
+    """What the model is conditioned on: the raw ``prompt``, or chat messages."""
+    return example.chat() if prompt_format == "chat" else example.prompt
 
 
 def encode_prompts(
-    tokenizer: Tokenizer, prompts: Sequence[str], max_len: int, *, add_bos: bool = True
+    tokenizer: Tokenizer, prompts: Sequence[Prompt], max_len: int
 ) -> tuple[Tensor, Tensor]:
-    """Encode ``prompts`` as one LEFT-padded batch.
+    """Encode ``prompts`` (text or chat messages) as one LEFT-padded batch.
 
-    Each row is ``[bos_id] + tokenizer.encode(prompt)`` (without BOS if ``add_bos`` is false),
-    padded on the left with ``pad_id`` to the longest row.
+    Each row is ``tokenizer.encode_prompt(prompt)`` (special tokens and chat template as the
+    tokenizer puts them), padded on the left with ``pad_id`` to the longest row.
 
     Returns:
         ``(ids, mask)``, both ``(B, L)`` long with ``L <= max_len``; ``mask`` is 1 on real tokens.
 
     Raises:
-        ValueError: no prompts, a prompt encodes to more than ``max_len`` tokens (BOS included)
-            or to nothing; the message names the prompt. The tokenizer's own ``ValueError`` for
-            unknown characters propagates.
+        ValueError: no prompts, or a prompt that encodes to more than ``max_len`` tokens
+            (special tokens and template included: the message says so and names
+            ``data.max_prompt_len``) or to nothing.
     """
     if not prompts:
         raise ValueError("encode_prompts needs at least one prompt, got none")
     rows: list[list[int]] = []
     for i, prompt in enumerate(prompts):
-        ids = ([tokenizer.bos_id] if add_bos else []) + tokenizer.encode(prompt)
+        ids = tokenizer.encode_prompt(prompt)
         if len(ids) > max_len:
             raise ValueError(
-                f"prompt {i} {prompt!r} is {len(ids)} tokens (BOS included: {add_bos}), longer "
-                f"than max_len={max_len}; shorten it or raise the limit"
+                f"prompt {i} {prompt!r} is {len(ids)} tokens (special tokens and chat template "
+                f"included), longer than data.max_prompt_len={max_len}; shorten it or raise "
+                "data.max_prompt_len"
             )
         if not ids:
-            raise ValueError(f"prompt {i} {prompt!r} encodes to no tokens; use add_bos=True")
+            raise ValueError(f"prompt {i} {prompt!r} encodes to no tokens")
         rows.append(ids)
     width = max(len(r) for r in rows)
     ids_t = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
@@ -87,23 +79,24 @@ def encode_examples(
     *,
     max_prompt_len: int,
     max_response_len: int,
+    prompt_format: str = "raw",
 ) -> tuple[Tensor, Tensor, int]:
-    """Teacher-forcing batch: left-padded ``BOS + prompt``, then right-padded ``answer + EOS``.
+    """Teacher-forcing batch: the left-padded prompt, then right-padded ``answer + EOS``.
 
     Returns:
         ``(ids, mask, R)``: ``(B, P + R)`` long ids and mask, where the last ``R`` columns are
         the response block (``R`` = longest ``answer + EOS``).
 
     Raises:
-        ValueError: a prompt longer than ``max_prompt_len`` (BOS included) or an answer longer
-            than ``max_response_len`` (EOS included); the message names the example.
+        ValueError: a prompt longer than ``max_prompt_len`` (specials included) or an answer
+            longer than ``max_response_len`` (EOS included); the message names the example.
     """
     prompt_ids, prompt_mask = encode_prompts(
-        tokenizer, [ex.prompt for ex in examples], max_prompt_len
+        tokenizer, [example_prompt(ex, prompt_format) for ex in examples], max_prompt_len
     )
     responses: list[list[int]] = []
     for i, ex in enumerate(examples):
-        r = [*tokenizer.encode(ex.answer), tokenizer.eos_id]
+        r = [*tokenizer.encode_text(ex.answer), tokenizer.eos_id]
         if len(r) > max_response_len:
             raise ValueError(
                 f"example {i} answer {ex.answer!r} is {len(r)} tokens with EOS, longer than "
@@ -124,7 +117,7 @@ def encode_examples(
 
 
 def supervised_warmup(
-    model: TrainableLM,
+    model: nn.Module,
     tokenizer: Tokenizer,
     examples: Sequence[TaskExample],
     *,
@@ -136,6 +129,7 @@ def supervised_warmup(
     max_response_len: int,
     weight_decay: float = 0.0,
     grad_clip: float = 1.0,
+    prompt_format: str = "raw",
 ) -> list[float]:
     """Teacher-force ``model`` on ``examples`` for ``steps`` AdamW steps; return the losses.
 
@@ -159,8 +153,13 @@ def supervised_warmup(
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     ids, mask, resp_len = encode_examples(
-        tokenizer, examples, max_prompt_len=max_prompt_len, max_response_len=max_response_len
+        tokenizer,
+        examples,
+        max_prompt_len=max_prompt_len,
+        max_response_len=max_response_len,
+        prompt_format=prompt_format,
     )
+    lm: LanguageModel = model
     loss_mask = mask[:, -resp_len:].float()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     rng = random.Random(seed)
@@ -176,7 +175,7 @@ def supervised_warmup(
                 order.extend(perm)
             idx = torch.tensor(order[:batch_size])
             del order[:batch_size]
-            log_probs, _ = sequence_log_probs(model, ids[idx], mask[idx], resp_len)
+            log_probs, _ = sequence_log_probs(lm, ids[idx], mask[idx], resp_len)
             m = loss_mask[idx]
             loss = -(log_probs * m).sum() / m.sum()
             optimizer.zero_grad(set_to_none=True)
@@ -190,7 +189,7 @@ def supervised_warmup(
 
 
 def evaluate_accuracy(
-    model: TrainableLM,
+    engine: HFRolloutEngine,
     tokenizer: Tokenizer,
     examples: Sequence[TaskExample],
     *,
@@ -201,13 +200,13 @@ def evaluate_accuracy(
     batch_size: int = 256,
     max_prompt_len: int | None = None,
     reward_fn: RewardFn | None = None,
+    prompt_format: str = "raw",
 ) -> float:
-    """Mean reward of the model's responses on ``examples`` (exact-match accuracy by default).
+    """Mean reward of the engine's responses on ``examples`` (exact-match accuracy by default).
 
-    Generates greedily (or by sampling at ``temperature`` from a generator seeded with
-    ``seed``) in eval mode (restoring the previous mode afterwards), decodes each response up
-    to EOS and scores it with ``reward_fn`` (default: :func:`~ppo.tasks.exact_match_score`
-    against ``example.answer``).
+    Generates greedily (or by sampling at ``temperature``, row ``i`` seeded with ``seed + i``),
+    decodes each response up to EOS and scores it with ``reward_fn`` (default:
+    :func:`~ppo.tasks.exact_match_score` against ``example.answer``).
 
     Raises:
         ValueError: no examples, or a prompt longer than ``max_prompt_len``.
@@ -215,28 +214,16 @@ def evaluate_accuracy(
     if not examples:
         raise ValueError("evaluate_accuracy needs at least one example, got none")
     score: RewardFn = reward_fn or (lambda response, ex: exact_match_score(response, ex.answer))
-    generator = torch.Generator().manual_seed(seed)
     limit = max_prompt_len if max_prompt_len is not None else 1 << 30
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, greedy=greedy)
     total = 0.0
-    was_training = model.training
-    model.train(False)
-    try:
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            ids, mask = encode_prompts(tokenizer, [ex.prompt for ex in chunk], limit)
-            out = generate(
-                model,
-                ids,
-                mask,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                generator=generator,
-                eos_id=tokenizer.eos_id,
-                pad_id=tokenizer.pad_id,
-                greedy=greedy,
-            )
-            for row, ex in zip(out.response.tolist(), chunk, strict=True):
-                total += float(score(tokenizer.decode(row), ex))
-    finally:
-        model.train(was_training)
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        ids, mask = encode_prompts(
+            tokenizer, [example_prompt(ex, prompt_format) for ex in chunk], limit
+        )
+        seeds = torch.arange(start, start + len(chunk)) + seed
+        out = engine.generate(PromptBatch(ids=ids, mask=mask, seeds=seeds), params)
+        for row, ex in zip(out.responses.tolist(), chunk, strict=True):
+            total += float(score(tokenizer.decode(row), ex))
     return total / len(examples)

@@ -58,11 +58,15 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_in = list(sys.argv[1:] if argv is None else argv)
-    if args_in[:1] == ["plot"]:  # `python -m rlrun plot <run_dir> ...`: see rlrun/plot.py
-        from rlrun.plot import main as plot_main
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["export"]:
+        from rlrun import export
 
-        return plot_main(args_in[1:])
+        return export.main(argv[1:])
+    if argv[:1] == ["plot"]:  # `python -m rlrun plot <run_dir> ...`: see rlrun/plot.py
+        from rlrun import plot
+
+        return plot.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m rlrun", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML config file (defaults are used without one)")
     parser.add_argument("--backend", default="ray", choices=["ray", "inprocess"])
@@ -74,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("overrides", nargs="*", help="section.field=value overrides")
-    args = parser.parse_args(args_in)
+    args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     log = structlog.get_logger("rlrun")
     try:

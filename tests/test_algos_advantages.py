@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import uuid
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 import pytest
@@ -126,10 +126,19 @@ def test_gae_hand_case_with_interior_mask_and_padding() -> None:
     rewards = t([[0.0, 9.0, 0.0, 1.0], [3.0, 3.0, 3.0, 3.0]])
     values = t([[0.5, 7.0, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0]])
     mask = torch.tensor([[1, 0, 1, 1], [0, 0, 0, 0]])
-    raw, returns = gae(rewards, values, mask, gamma=0.9, lam=0.8, whiten=False)
+    raw, returns = gae(
+        token_level_rewards=rewards,
+        values=values,
+        response_mask=mask,
+        gamma=0.9,
+        lam=0.8,
+        whiten=False,
+    )
     close(raw, [[0.1732, 0.0, 0.31, 0.5], [0.0, 0.0, 0.0, 0.0]])
     close(returns, [[0.6732, 0.0, 0.81, 1.0], [0.0, 0.0, 0.0, 0.0]])
-    adv, returns2 = gae(rewards, values, mask, 0.9, 0.8)
+    adv, returns2 = gae(
+        token_level_rewards=rewards, values=values, response_mask=mask, gamma=0.9, lam=0.8
+    )
     # whitened over the three valid raw advantages (0.1732, 0.31, 0.5)
     close(adv, [[-0.9415866, 0.0, -0.1080509, 1.0496375], [0.0, 0.0, 0.0, 0.0]])
     close(returns2, returns)
@@ -156,16 +165,16 @@ def test_grpo_dr_grpo_rloo_hand_case() -> None:
     # b: mean 2, std sqrt((1 + 1) / 1) = 1.4142136 -> A = -0.7071068, 0.7071068
     # c: singleton, mean 0, std 1 -> A = 5 / (1 + 1e-6) = 4.999995
     per_row = [1.1547005, -0.5773503, -0.5773503, -0.7071068, 0.7071068, 4.999995]
-    adv, ret = grpo(rewards, mask, index)
+    adv, ret = grpo(token_level_rewards=rewards, response_mask=mask, index=index)
     close(adv, t([[a] * 3 for a in per_row]) * mask)
     close(ret, adv)
 
     # Dr.GRPO: no division by std: a -> 2/3, -1/3, -1/3; b -> -1, 1; c -> 5
-    adv, _ = dr_grpo(rewards, mask, list(index))
+    adv, _ = dr_grpo(token_level_rewards=rewards, response_mask=mask, index=list(index))
     close(adv, t([[a] * 3 for a in [2 / 3, -1 / 3, -1 / 3, -1.0, 1.0, 5.0]]) * mask)
 
     # RLOO: a -> 1 - (0+0)/2 = 1, 0 - (1+0)/2 = -0.5 (twice); b -> 1 - 3 = -2, 3 - 1 = 2; c -> 0
-    adv, ret = rloo(rewards, mask, list(index))
+    adv, ret = rloo(token_level_rewards=rewards, response_mask=mask, index=list(index))
     close(adv, t([[a] * 3 for a in [1.0, -0.5, -0.5, -2.0, 2.0, 0.0]]) * mask)
     close(ret, adv)
 
@@ -177,7 +186,7 @@ def test_reinforce_plus_plus_hand_case() -> None:
     # row 2: rewards 1, (50 masked), 2  -> the masked token is skipped: G = 1 + 0.5*2 = 2, 0, 2
     rewards = t([[1.0, 0.0, 2.0], [0.0, 4.0, 99.0], [1.0, 50.0, 2.0]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 1]])
-    adv, returns = reinforce_plus_plus(rewards, mask, gamma=0.5)
+    adv, returns = reinforce_plus_plus(token_level_rewards=rewards, response_mask=mask, gamma=0.5)
     close(returns, [[1.5, 1.0, 2.0], [2.0, 4.0, 0.0], [2.0, 0.0, 2.0]])
     w = whiten_by_hand([1.5, 1.0, 2.0, 2.0, 4.0, 2.0, 2.0])
     close(adv, [[w[0], w[1], w[2]], [w[3], w[4], 0.0], [w[5], 0.0, w[6]]])
@@ -189,7 +198,9 @@ def test_reinforce_plus_plus_baseline_hand_case() -> None:
     # broadcast over valid tokens (2, 1 and 3 of them), then whitened over those 6 tokens
     rewards = t([[0.0, 1.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
     mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])
-    adv, ret = reinforce_plus_plus_baseline(rewards, mask, ["a", "a", "b"])
+    adv, ret = reinforce_plus_plus_baseline(
+        token_level_rewards=rewards, response_mask=mask, index=["a", "a", "b"]
+    )
     w = whiten_by_hand([-1.0, -1.0, 1.0, 5.0, 5.0, 5.0])
     close(adv, [[w[0], w[1], 0.0], [w[2], 0.0, 0.0], [w[3], w[4], w[5]]])
     close(ret, adv)
@@ -200,7 +211,10 @@ def test_remax_hand_case() -> None:
     # row 1: rewards 0.5, 0, (9 masked) -> return-to-go 0.5, 0, 0; baseline 1 -> -0.5, -1, 0
     rewards = t([[0.0, 0.0, 1.0], [0.5, 0.0, 9.0]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    adv, returns = remax(rewards, mask, torch.tensor([0.25, 1.0], dtype=F64))
+    baselines = torch.tensor([0.25, 1.0], dtype=F64)
+    adv, returns = remax(
+        token_level_rewards=rewards, reward_baselines=baselines, response_mask=mask
+    )
     close(returns, [[1.0, 1.0, 1.0], [0.5, 0.0, 0.0]])
     close(adv, [[0.75, 0.75, 0.75], [-0.5, -1.0, 0.0]])
 
@@ -209,15 +223,15 @@ def test_input_validation() -> None:
     r = torch.zeros(2, 3)
     m = torch.ones(2, 3)
     with pytest.raises(ValueError, match="index has 1 entries"):
-        grpo(r, m, ["a"])
+        grpo(token_level_rewards=r, response_mask=m, index=["a"])
     with pytest.raises(TypeError, match="not a single string"):
-        grpo(r, m, "ab")
+        grpo(token_level_rewards=r, response_mask=m, index="ab")
     with pytest.raises(ValueError, match="response_mask has shape"):
-        rloo(r, torch.ones(2, 4), ["a", "b"])
+        rloo(token_level_rewards=r, response_mask=torch.ones(2, 4), index=["a", "b"])
     with pytest.raises(ValueError, match="values has shape"):
-        gae(r, torch.zeros(2, 2), m, 1.0, 1.0)
+        gae(token_level_rewards=r, values=torch.zeros(2, 2), response_mask=m, gamma=1.0, lam=1.0)
     with pytest.raises(ValueError, match="reward_baselines must be"):
-        remax(r, m, torch.zeros(3))
+        remax(token_level_rewards=r, reward_baselines=torch.zeros(3), response_mask=m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,9 +247,10 @@ def test_registry_builtins_and_dispatch() -> None:
         token_rewards=rewards, response_mask=mask, index=["u", "u", "v"], norm_by_std=False
     )
     adv, _ = compute_advantages("grpo", inputs)
-    close(adv, dr_grpo(rewards, mask, ["u", "u", "v"])[0])
+    index = ["u", "u", "v"]
+    close(adv, dr_grpo(token_level_rewards=rewards, response_mask=mask, index=index)[0])
     adv, _ = get_advantage_estimator("rloo")(inputs)
-    close(adv, rloo(rewards, mask, ["u", "u", "v"])[0])
+    close(adv, rloo(token_level_rewards=rewards, response_mask=mask, index=index)[0])
 
 
 def test_registry_missing_inputs_name_the_field() -> None:
@@ -327,7 +342,10 @@ def test_grpo_and_dr_grpo_groups_sum_to_zero(
     batch: tuple[Tensor, Tensor, Tensor, list[Hashable]],
 ) -> None:
     rewards, _, mask, index = batch
-    for adv, ret in (grpo(rewards, mask, index), dr_grpo(rewards, mask, index)):
+    for adv, ret in (
+        grpo(token_level_rewards=rewards, response_mask=mask, index=index),
+        dr_grpo(token_level_rewards=rewards, response_mask=mask, index=index),
+    ):
         assert_groups_sum_to_zero(per_sequence(adv, mask), index)
         # constant over the valid tokens of each row
         seq = per_sequence(adv, mask).unsqueeze(-1).expand_as(adv)
@@ -339,7 +357,7 @@ def test_grpo_and_dr_grpo_groups_sum_to_zero(
 @given(batches())
 def test_rloo_groups_sum_to_zero(batch: tuple[Tensor, Tensor, Tensor, list[Hashable]]) -> None:
     rewards, _, mask, index = batch
-    adv, _ = rloo(rewards, mask, index)
+    adv, _ = rloo(token_level_rewards=rewards, response_mask=mask, index=index)
     seq = per_sequence(adv, mask)
     assert_groups_sum_to_zero(seq, index)
     for i, key in enumerate(index):
@@ -364,12 +382,19 @@ def test_gae_gamma1_lam1_is_return_to_go_minus_values(
     batch: tuple[Tensor, Tensor, Tensor, list[Hashable]],
 ) -> None:
     rewards, values, mask, _ = batch
-    raw, returns = gae(rewards, values, mask, gamma=1.0, lam=1.0, whiten=False)
+    raw, returns = gae(
+        token_level_rewards=rewards,
+        values=values,
+        response_mask=mask,
+        gamma=1.0,
+        lam=1.0,
+        whiten=False,
+    )
     expected = torch.where(mask, return_to_go_by_hand(rewards, mask) - values, 0.0)
     close(raw, expected, atol=1e-9)
     close(returns, torch.where(mask, expected + values, 0.0), atol=1e-9)
     # the whitened advantages are the whitening of the raw ones
-    adv, _ = gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    adv, _ = gae(token_level_rewards=rewards, values=values, response_mask=mask, gamma=1.0, lam=1.0)
     close(adv, masked_whiten(raw, mask), atol=1e-9)
 
 
@@ -404,3 +429,25 @@ def test_only_remax_needs_greedy_baselines() -> None:
     from ppo.algos import advantage_estimator_names, estimator_needs_baselines
 
     assert [n for n in advantage_estimator_names() if estimator_needs_baselines(n)] == ["remax"]
+
+
+_R = torch.zeros(2, 3)
+_M = torch.ones(2, 3)
+_I = ["a", "b"]
+POSITIONAL_CALLS: dict[str, Callable[[], object]] = {
+    "gae": lambda: gae(_R, _R, _M, 1.0, 1.0),  # type: ignore[call-arg]  # keyword-only
+    "grpo": lambda: grpo(_R, _M, _I),  # type: ignore[call-arg]  # keyword-only
+    "dr_grpo": lambda: dr_grpo(_R, _M, _I),  # type: ignore[call-arg]  # keyword-only
+    "rloo": lambda: rloo(_R, _M, _I),  # type: ignore[call-arg]  # keyword-only
+    "reinforce_plus_plus": lambda: reinforce_plus_plus(_R, _M, 1.0),  # type: ignore[call-arg]
+    "reinforce_plus_plus_baseline": (
+        lambda: reinforce_plus_plus_baseline(_R, _M, _I)  # type: ignore[call-arg]
+    ),
+    "remax": lambda: remax(_R, torch.zeros(2), _M),  # type: ignore[call-arg]  # keyword-only
+}
+
+
+@pytest.mark.parametrize("name", sorted(POSITIONAL_CALLS))
+def test_estimators_take_keyword_arguments_only(name: str) -> None:
+    with pytest.raises(TypeError, match="positional"):
+        POSITIONAL_CALLS[name]()

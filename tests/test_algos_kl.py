@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from ppo.algos import (
     AdaptiveKLController,
@@ -89,8 +90,21 @@ def test_apply_kl_in_reward_hand_case() -> None:
     # k1 = old - ref = [[1, 0, 0], [-1, 0, (masked)]]; beta = 0.5
     # rewards = scores - 0.5 * kl = [[-0.5, 0, 1], [0.5, 2, 0]]
     # observed kl = mean over rows of the row token-means = (1/3 + (-1/2)) / 2 = -1/12
+
+    def apply(
+        controller: KLController, kind: str = "k1", ref_log_prob: Tensor = ref
+    ) -> tuple[Tensor, dict[str, float]]:
+        return apply_kl_in_reward(
+            token_level_scores=scores,
+            old_log_prob=old,
+            ref_log_prob=ref_log_prob,
+            response_mask=mask,
+            controller=controller,
+            kind=kind,
+        )
+
     ctl = FixedKLController(0.5)
-    rewards, metrics = apply_kl_in_reward(scores, old, ref, mask, ctl)
+    rewards, metrics = apply(ctl)
     expected = torch.tensor([[-0.5, 0.0, 1.0], [0.5, 2.0, 0.0]], dtype=F64)
     assert float((rewards - expected).abs().max()) < 1e-12
     assert metrics == {"kl/in_reward": pytest.approx(-1 / 12), "kl/coef": 0.5}
@@ -98,7 +112,7 @@ def test_apply_kl_in_reward_hand_case() -> None:
     # adaptive: the coefficient used is the one before the update; then updated with n_steps = B
     # k2 = 0.5 * d^2 = [[0.5, 0, 0], [0.5, 0, -]] -> observed kl = (1/6 + 1/4) / 2 = 5/24
     ada = AdaptiveKLController(init_value=0.5, target=0.1, horizon=20)
-    rewards, metrics = apply_kl_in_reward(scores, old, ref, mask, ada, kind="k2")
+    rewards, metrics = apply(ada, kind="k2")
     expected = torch.tensor([[-0.25, 0.0, 1.0], [-0.25, 2.0, 0.0]], dtype=F64)
     assert float((rewards - expected).abs().max()) < 1e-12
     assert metrics == {"kl/in_reward": pytest.approx(5 / 24), "kl/coef": 0.5}
@@ -106,6 +120,8 @@ def test_apply_kl_in_reward_hand_case() -> None:
     assert ada.value == pytest.approx(0.51)
 
     with pytest.raises(ValueError, match="unknown KL penalty kind"):
-        apply_kl_in_reward(scores, old, ref, mask, ctl, kind="k9")
+        apply(ctl, kind="k9")
     with pytest.raises(ValueError, match="ref_log_prob has shape"):
-        apply_kl_in_reward(scores, old, ref[:, :2], mask, ctl)
+        apply(ctl, ref_log_prob=ref[:, :2])
+    with pytest.raises(TypeError, match="positional"):
+        apply_kl_in_reward(scores, old, ref, mask, ctl)  # type: ignore[call-arg]  # keyword-only

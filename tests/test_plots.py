@@ -15,7 +15,7 @@ from ppo.metrics import read_metrics, summary_line
 from ppo.plots import PANELS, RunSeries, build_figure, ema, plot_reward_curve, series
 from rlrun.__main__ import main as rlrun_main
 from runtime.testing import InProcessBackend
-from tests.trainer_support import short_answer_reward, tiny_config
+from tests.trainer_support import varied_reward, tiny_config
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
@@ -52,7 +52,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         run_dir = root / estimator
         cfg = tiny_config(run_dir, [f"algorithm.adv_estimator='{estimator}'"])
         with PPOTrainer(
-            backend=InProcessBackend(), config=cfg, reward_fn=short_answer_reward
+            backend=InProcessBackend(), config=cfg, reward_fn=varied_reward
         ) as trainer:
             trainer.fit()
         (run_dir / "config.json").write_text(
@@ -160,7 +160,7 @@ def test_an_interrupted_run_already_has_its_figure(tmp_path: Path) -> None:
         PPOTrainer(
             backend=InProcessBackend(),
             config=cfg,
-            reward_fn=short_answer_reward,
+            reward_fn=varied_reward,
             on_step=stop_at_step_3,
         ) as trainer,
         pytest.raises(Interrupted),

@@ -33,7 +33,7 @@ from ppo.trackers import (
 )
 from rlrun.__main__ import main as rlrun_main
 from runtime.testing import InProcessBackend
-from tests.trainer_support import short_answer_reward, tiny_config
+from tests.trainer_support import varied_reward, tiny_config
 
 OPTIONAL = ("tensorboard", "wandb", "mlflow")
 
@@ -89,7 +89,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyRun]:
         user = RecordingTracker()
         cfg = tiny_config(run_dir, [f"trainer.loggers={json.dumps(loggers)}"])
         with PPOTrainer(
-            backend=InProcessBackend(), config=cfg, reward_fn=short_answer_reward, trackers=[user]
+            backend=InProcessBackend(), config=cfg, reward_fn=varied_reward, trackers=[user]
         ) as trainer:
             trainer.fit()
         yield TinyRun(run_dir, loggers, user)
@@ -168,7 +168,7 @@ def test_metrics_jsonl_and_user_tracker_get_every_row(tiny_run: TinyRun) -> None
     assert [s for s, _ in user.rows] == [0, 1, 2, 3]
     assert _numeric([row for _, row in user.rows]) == _numeric(tiny_run.rows)
     assert user.params["trainer.total_steps"] == 3
-    assert user.params["model.d_model"] == 32
+    assert user.params["model.config.hidden_size"] == 32
     assert user.closed == 1
 
 

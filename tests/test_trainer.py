@@ -14,10 +14,10 @@ from ppo import ActorRolloutWorker, ConfigError, PPOTrainer, load_config
 from ppo.metrics import read_metrics
 from runtime.testing import InProcessBackend
 from tests.trainer_support import (
-    DigitTokenizer,
-    short_answer_reward,
+    digit_tokenizer,
     tiny_config,
     training_values,
+    varied_reward,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,15 +26,16 @@ REPO = Path(__file__).resolve().parents[1]
 def test_grpo_trains_end_to_end_and_writes_outputs(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
     backend = InProcessBackend()
-    with PPOTrainer(backend=backend, config=cfg, reward_fn=short_answer_reward) as trainer:
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=varied_reward) as trainer:
         history = trainer.fit()
     train_rows = [r for r in history if r["step"] > 0]
     assert [r["step"] for r in train_rows] == [1, 2, 3]
     for row in train_rows:
-        assert 0.0 < row["reward/mean"] <= 1.0
-        assert row["timing/step_s"] > 0
-        assert row["actor/grad_norm"] > 0  # real gradients flowed
+        assert 0.0 < row["critic/score/mean"] <= 1.0
+        assert row["timing_s/step"] > 0
+        assert 0.0 <= row["response_length/clip_ratio"] <= 1.0
         assert "actor/pg_clipfrac" in row
+    assert max(row["actor/grad_norm"] for row in train_rows) > 0  # real gradients flowed
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert {r["step"] for r in rows if "val/accuracy" in r} == {0, 2, 3}
@@ -46,7 +47,11 @@ def test_grpo_trains_end_to_end_and_writes_outputs(tmp_path: Path) -> None:
         "step_2",
         "step_3",
     ]
-    assert (tmp_path / "checkpoints" / "step_3" / "actor.pt").is_file()
+    actor_dir = tmp_path / "checkpoints" / "step_3" / "actor"
+    assert (actor_dir / "model.safetensors").is_file()
+    assert (actor_dir / "config.json").is_file()
+    assert (tmp_path / "checkpoints" / "step_3" / "tokenizer" / "tokenizer.json").is_file()
+    assert (tmp_path / "hf_model" / "model.safetensors").is_file()
 
 
 def test_gae_with_critic_and_kl_trains(tmp_path: Path) -> None:
@@ -68,7 +73,10 @@ def test_gae_with_critic_and_kl_trains(tmp_path: Path) -> None:
     assert "critic/vf_clipfrac" in last
     assert "kl/coef" in last
     assert "actor/kl_loss" in last
-    assert (tmp_path / "checkpoints" / "step_3" / "critic.pt").is_file()
+    assert "actor/reward_kl_penalty" in last
+    step3 = tmp_path / "checkpoints" / "step_3"
+    assert (step3 / "critic" / "model.safetensors").is_file()
+    assert (step3 / "actor" / "reference.safetensors").is_file()
 
 
 def test_data_parallel_needs_one_process_per_rank(tmp_path: Path) -> None:
@@ -87,7 +95,11 @@ def test_data_parallel_needs_one_process_per_rank(tmp_path: Path) -> None:
         ("trainer.total_steps='many'", "trainer.total_steps"),
         ("rollout.n=0", "rollout.n"),
         ("actor.mini_batches=7", "actor.mini_batches"),
-        ("model.n_heads=5", "model.n_heads"),
+        ("model.dtype='float16'", "model.dtype"),
+        ("model.attn_implementation='magic'", "model.attn_implementation"),
+        ("rollout.top_p=0", "rollout.top_p"),
+        ("data.prompt_format='xml'", "data.prompt_format"),
+        ("model.path='/nonexistent/model'", "model.path"),
     ],
 )
 def test_config_errors_name_the_field(override: str, field: str) -> None:
@@ -174,13 +186,13 @@ def test_prompts_from_local_jsonl_files(tmp_path: Path) -> None:
     with PPOTrainer(backend=InProcessBackend(), config=cfg) as trainer:
         assert [e.prompt for e in trainer.train_examples][:2] == ["0+0=", "1+1="]
         history = trainer.fit()
-    assert "val/accuracy/double" in history[-1]
+    assert "val-core/double/acc/mean@1" in history[-1]
 
 
 @pytest.mark.parametrize("estimator", ["remax", "rloo", "reinforce_plus_plus_baseline"])
 def test_other_estimators_train(tmp_path: Path, estimator: str) -> None:
     cfg = tiny_config(tmp_path, [f"algorithm.adv_estimator={estimator!r}", "trainer.total_steps=1"])
-    with PPOTrainer(backend=InProcessBackend(), config=cfg, reward_fn=short_answer_reward) as t:
+    with PPOTrainer(backend=InProcessBackend(), config=cfg, reward_fn=varied_reward) as t:
         row = t.fit()[-1]
     assert row["actor/grad_norm"] > 0
     assert ("reward/greedy_baseline_mean" in row) == (estimator == "remax")
@@ -188,15 +200,15 @@ def test_other_estimators_train(tmp_path: Path, estimator: str) -> None:
 
 def test_a_user_tokenizer_replaces_the_built_in_one(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, ["trainer.total_steps=1"])
-    backend = InProcessBackend()
-    tok = DigitTokenizer()
-    with PPOTrainer(backend=backend, config=cfg, tokenizer=tok) as trainer:
+    tok = digit_tokenizer()
+    assert tok.pad_token_id is None  # the trainer pads with EOS
+    with PPOTrainer(backend=InProcessBackend(), config=cfg, tokenizer=tok) as trainer:
         row = trainer.fit()[-1]
         assert trainer.actor is not None
         vocab = trainer.actor.run_function(_vocab_size)
-    assert vocab == [tok.vocab_size]
-    assert 0.0 <= row["reward/mean"] <= 1.0
+    assert vocab == [len(tok)]
+    assert 0.0 <= row["critic/score/mean"] <= 1.0
 
 
 def _vocab_size(worker: ActorRolloutWorker) -> int:
-    return worker.model.config.vocab_size
+    return int(worker.model.config.vocab_size)

@@ -2,8 +2,22 @@
 
 Nothing here knows about workers, backends or the runtime: advantage estimators
 (:mod:`.advantages`), policy/value/KL/entropy losses and their aggregation (:mod:`.losses`),
-KL-in-reward controllers (:mod:`.kl_control`) and masked reductions (:mod:`._masked`).
+KL-in-reward controllers (:mod:`.kl_control`), truncated importance weights for off-policy
+samples (:mod:`.off_policy`) and masked reductions (:mod:`._masked`).
 Token tensors are ``(B, T)`` with a response mask that is non-zero on valid tokens.
+
+Functions that take several token tensors take them as **keyword-only** arguments named as in
+verl's ``core_algos`` (``old_log_prob``, ``log_prob``, ``advantages``, ``response_mask``,
+``token_level_rewards``, ``vpreds``, ``values``, ``returns``, ``loss_mat``, ``loss_mask``,
+``loss_agg_mode``, ...), so a swapped pair of same-shaped tensors is a ``TypeError`` or a wrong
+name, never a silent bug::
+
+    loss, metrics = ppo_clip_loss(
+        old_log_prob=old, log_prob=logp, advantages=adv, response_mask=mask
+    )
+
+Where our conventions differ from verl's (masked positions, singleton groups, normalisers),
+``docs/differences-from-verl.md`` lists them with the tests that pin them.
 """
 
 from __future__ import annotations
@@ -50,6 +64,7 @@ from .losses import (
     register_policy_loss,
     value_loss,
 )
+from .off_policy import truncated_importance_weights
 
 __all__ = [
     "AGG_MODES",
@@ -92,5 +107,6 @@ __all__ = [
     "reinforce_plus_plus_baseline",
     "remax",
     "rloo",
+    "truncated_importance_weights",
     "value_loss",
 ]

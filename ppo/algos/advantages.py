@@ -11,6 +11,11 @@ one prompt). For estimators without a critic ``returns`` is the quantity being r
 in verl-style trainers: the (un-whitened) return-to-go for REINFORCE++/ReMax and the advantage
 itself for the group-baseline estimators.
 
+The estimator functions take keyword arguments only, named as verl's
+(``token_level_rewards``, ``values``, ``response_mask``, ``index``, ``reward_baselines``,
+``epsilon``, ``norm_adv_by_std_in_grpo``, ``gamma``, ``lam``): several inputs are ``(B, T)``
+tensors of the same shape, which a positional call could swap silently.
+
 Estimators are also available by name through a registry (:func:`get_advantage_estimator`,
 :func:`compute_advantages`) taking one :class:`AdvantageInputs`; register your own with
 :func:`register_advantage_estimator`.
@@ -63,14 +68,14 @@ def _check_2d(name: str, t: Tensor, shape: torch.Size | None = None) -> None:
         raise ValueError(f"{name} must be (B, T), got shape {tuple(t.shape)}")
     if shape is not None and t.shape != shape:
         raise ValueError(
-            f"{name} has shape {tuple(t.shape)} but token_rewards has {tuple(shape)}; "
+            f"{name} has shape {tuple(t.shape)} but token_level_rewards has {tuple(shape)}; "
             "all (B, T) inputs must have the same shape"
         )
 
 
 def _valid(response_mask: Tensor, token_rewards: Tensor) -> Tensor:
     """Validate the ``(B, T)`` rewards/mask pair; return the boolean validity mask."""
-    _check_2d("token_rewards", token_rewards)
+    _check_2d("token_level_rewards", token_rewards)
     _check_2d("response_mask", response_mask, token_rewards.shape)
     return response_mask != 0
 
@@ -122,12 +127,12 @@ def _return_to_go(token_rewards: Tensor, valid: Tensor, gamma: float) -> Tensor:
 
 
 def gae(
-    token_rewards: Tensor,
+    *,
+    token_level_rewards: Tensor,
     values: Tensor,
     response_mask: Tensor,
     gamma: float,
     lam: float,
-    *,
     whiten: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation (GAE), backwards over the response tokens.
@@ -138,7 +143,7 @@ def gae(
     the last valid token is 0).
 
     Args:
-        token_rewards: ``(B, T)`` per-token rewards (usually the score on the last token).
+        token_level_rewards: ``(B, T)`` per-token rewards (usually the score on the last token).
         values: ``(B, T)`` critic values ``V_t``.
         response_mask: ``(B, T)``, non-zero on valid response tokens.
         gamma: discount factor.
@@ -152,14 +157,14 @@ def gae(
         ``returns = raw advantages + values`` (computed before whitening).
     """
     with torch.no_grad():
-        valid = _valid(response_mask, token_rewards)
-        _check_2d("values", values, token_rewards.shape)
+        valid = _valid(response_mask, token_level_rewards)
+        _check_2d("values", values, token_level_rewards.shape)
         next_value = torch.zeros_like(values[:, 0])
-        running = torch.zeros_like(token_rewards[:, 0])
-        raw = torch.zeros_like(token_rewards)
-        for t in range(token_rewards.shape[1] - 1, -1, -1):
+        running = torch.zeros_like(token_level_rewards[:, 0])
+        raw = torch.zeros_like(token_level_rewards)
+        for t in range(token_level_rewards.shape[1] - 1, -1, -1):
             m = valid[:, t]
-            delta = token_rewards[:, t] + gamma * next_value - values[:, t]
+            delta = token_level_rewards[:, t] + gamma * next_value - values[:, t]
             running = torch.where(m, delta + gamma * lam * running, running)
             next_value = torch.where(m, values[:, t], next_value)
             raw[:, t] = torch.where(m, running, torch.zeros_like(running))
@@ -170,62 +175,71 @@ def gae(
 
 
 def grpo(
-    token_rewards: Tensor,
+    *,
+    token_level_rewards: Tensor,
     response_mask: Tensor,
     index: IndexLike,
-    eps: float = 1e-6,
-    norm_by_std: bool = True,
+    epsilon: float = 1e-6,
+    norm_adv_by_std_in_grpo: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """GRPO: outcome advantage normalised within each group of responses to the same prompt.
 
-    ``A_i = (s_i - mean_g(s)) / (std_g(s) + eps)`` with the unbiased sample std of the group;
+    ``A_i = (s_i - mean_g(s)) / (std_g(s) + epsilon)`` with the unbiased sample std of the group;
     a group of one row gets mean 0 and std 1. ``A_i`` is broadcast over the row's valid tokens.
 
     Args:
-        token_rewards: ``(B, T)``; only the per-row sum over valid tokens is used.
+        token_level_rewards: ``(B, T)``; only the per-row sum over valid tokens is used.
         response_mask: ``(B, T)``, non-zero on valid response tokens.
         index: ``B`` group keys (e.g. prompt uid strings), a list or 1-d numpy object array.
-        eps: added to the std before dividing.
-        norm_by_std: divide by the std (GRPO); ``False`` gives Dr.GRPO (``s_i - mean_g(s)``).
+        epsilon: added to the std before dividing.
+        norm_adv_by_std_in_grpo: divide by the std (GRPO); ``False`` gives Dr.GRPO
+            (``s_i - mean_g(s)``).
 
     Returns:
         ``(advantages, returns)``, both ``(B, T)``, zero at masked positions, and equal.
     """
     with torch.no_grad():
-        valid = _valid(response_mask, token_rewards)
-        s = _scores(token_rewards, valid)
+        valid = _valid(response_mask, token_level_rewards)
+        s = _scores(token_level_rewards, valid)
         gid, n_groups = _group_ids(index, s.shape[0], s.device)
         count = _group_sum(torch.ones_like(s), gid, n_groups)
         single = count <= 1
         group_mean = _group_sum(s, gid, n_groups) / count
         a = s - torch.where(single, torch.zeros_like(s), group_mean)
-        if norm_by_std:
+        if norm_adv_by_std_in_grpo:
             dev = s - group_mean
             var = _group_sum(dev * dev, gid, n_groups) / (count - 1.0).clamp(min=1.0)
             std = torch.where(single, torch.ones_like(s), var.sqrt())
-            a = a / (std + eps)
+            a = a / (std + epsilon)
         advantages = _broadcast(a, valid)
         return advantages, advantages.clone()
 
 
 def dr_grpo(
-    token_rewards: Tensor, response_mask: Tensor, index: IndexLike
+    *, token_level_rewards: Tensor, response_mask: Tensor, index: IndexLike
 ) -> tuple[Tensor, Tensor]:
     """Dr.GRPO: :func:`grpo` without the division by the group std (``s_i - mean_g(s)``).
 
     Shapes and contract as :func:`grpo`.
     """
-    return grpo(token_rewards, response_mask, index, norm_by_std=False)
+    return grpo(
+        token_level_rewards=token_level_rewards,
+        response_mask=response_mask,
+        index=index,
+        norm_adv_by_std_in_grpo=False,
+    )
 
 
-def rloo(token_rewards: Tensor, response_mask: Tensor, index: IndexLike) -> tuple[Tensor, Tensor]:
+def rloo(
+    *, token_level_rewards: Tensor, response_mask: Tensor, index: IndexLike
+) -> tuple[Tensor, Tensor]:
     """RLOO: leave-one-out baseline, ``A_i = s_i - mean_{j in g, j != i} s_j``.
 
     A group of one row has no baseline and gets advantage 0. Within a group of two or more the
     advantages sum to zero.
 
     Args:
-        token_rewards: ``(B, T)``; only the per-row sum over valid tokens is used.
+        token_level_rewards: ``(B, T)``; only the per-row sum over valid tokens is used.
         response_mask: ``(B, T)``, non-zero on valid response tokens.
         index: ``B`` group keys (list or 1-d numpy object array).
 
@@ -233,8 +247,8 @@ def rloo(token_rewards: Tensor, response_mask: Tensor, index: IndexLike) -> tupl
         ``(advantages, returns)``, both ``(B, T)``, zero at masked positions, and equal.
     """
     with torch.no_grad():
-        valid = _valid(response_mask, token_rewards)
-        s = _scores(token_rewards, valid)
+        valid = _valid(response_mask, token_level_rewards)
+        s = _scores(token_level_rewards, valid)
         gid, n_groups = _group_ids(index, s.shape[0], s.device)
         count = _group_sum(torch.ones_like(s), gid, n_groups)
         others = (_group_sum(s, gid, n_groups) - s) / (count - 1.0).clamp(min=1.0)
@@ -244,7 +258,7 @@ def rloo(token_rewards: Tensor, response_mask: Tensor, index: IndexLike) -> tupl
 
 
 def reinforce_plus_plus(
-    token_rewards: Tensor, response_mask: Tensor, gamma: float
+    *, token_level_rewards: Tensor, response_mask: Tensor, gamma: float
 ) -> tuple[Tensor, Tensor]:
     """REINFORCE++: discounted return-to-go, masked-whitened over all valid tokens.
 
@@ -253,7 +267,7 @@ def reinforce_plus_plus(
     same convention as :func:`gae`).
 
     Args:
-        token_rewards: ``(B, T)`` per-token rewards.
+        token_level_rewards: ``(B, T)`` per-token rewards.
         response_mask: ``(B, T)``, non-zero on valid response tokens.
         gamma: discount factor.
 
@@ -262,13 +276,13 @@ def reinforce_plus_plus(
         zero at masked positions.
     """
     with torch.no_grad():
-        valid = _valid(response_mask, token_rewards)
-        returns = _return_to_go(token_rewards, valid, gamma)
+        valid = _valid(response_mask, token_level_rewards)
+        returns = _return_to_go(token_level_rewards, valid, gamma)
         return masked_whiten(returns, valid), returns
 
 
 def reinforce_plus_plus_baseline(
-    token_rewards: Tensor, response_mask: Tensor, index: IndexLike
+    *, token_level_rewards: Tensor, response_mask: Tensor, index: IndexLike
 ) -> tuple[Tensor, Tensor]:
     """REINFORCE++ with a group baseline: ``s_i - mean_g(s)``, broadcast, whitened over the batch.
 
@@ -276,7 +290,7 @@ def reinforce_plus_plus_baseline(
     over all valid tokens of the batch, so longer responses weigh more in them.
 
     Args:
-        token_rewards: ``(B, T)``; only the per-row sum over valid tokens is used.
+        token_level_rewards: ``(B, T)``; only the per-row sum over valid tokens is used.
         response_mask: ``(B, T)``, non-zero on valid response tokens.
         index: ``B`` group keys (list or 1-d numpy object array).
 
@@ -284,8 +298,8 @@ def reinforce_plus_plus_baseline(
         ``(advantages, returns)``, both ``(B, T)``, zero at masked positions, and equal.
     """
     with torch.no_grad():
-        valid = _valid(response_mask, token_rewards)
-        s = _scores(token_rewards, valid)
+        valid = _valid(response_mask, token_level_rewards)
+        s = _scores(token_level_rewards, valid)
         gid, n_groups = _group_ids(index, s.shape[0], s.device)
         count = _group_sum(torch.ones_like(s), gid, n_groups)
         mean = torch.where(count > 1, _group_sum(s, gid, n_groups) / count, torch.zeros_like(s))
@@ -294,27 +308,27 @@ def reinforce_plus_plus_baseline(
 
 
 def remax(
-    token_rewards: Tensor, response_mask: Tensor, reward_baselines: Tensor
+    *, token_level_rewards: Tensor, reward_baselines: Tensor, response_mask: Tensor
 ) -> tuple[Tensor, Tensor]:
     """ReMax: undiscounted return-to-go minus the score of a greedy rollout of the same prompt.
 
     Args:
-        token_rewards: ``(B, T)`` per-token rewards.
-        response_mask: ``(B, T)``, non-zero on valid response tokens.
+        token_level_rewards: ``(B, T)`` per-token rewards.
         reward_baselines: ``(B,)`` baseline score per row (the greedy response's score).
+        response_mask: ``(B, T)``, non-zero on valid response tokens.
 
     Returns:
         ``(advantages, returns)``: ``G_t - b_i`` and ``G_t``, both ``(B, T)``, zero at masked
         positions. Not whitened.
     """
     with torch.no_grad():
-        valid = _valid(response_mask, token_rewards)
-        if reward_baselines.shape != token_rewards.shape[:1]:
+        valid = _valid(response_mask, token_level_rewards)
+        if reward_baselines.shape != token_level_rewards.shape[:1]:
             raise ValueError(
-                f"reward_baselines must be (B,) = {tuple(token_rewards.shape[:1])}, "
+                f"reward_baselines must be (B,) = {tuple(token_level_rewards.shape[:1])}, "
                 f"got {tuple(reward_baselines.shape)}"
             )
-        returns = _return_to_go(token_rewards, valid, 1.0)
+        returns = _return_to_go(token_level_rewards, valid, 1.0)
         advantages = returns - _broadcast(reward_baselines.to(returns.dtype), valid)
         return advantages, returns
 
@@ -326,6 +340,10 @@ def remax(
 @attrs.frozen(kw_only=True, eq=False)
 class AdvantageInputs:
     """Everything a registered advantage estimator may read. Shapes are ``(B, T)`` unless noted.
+
+    Keyword-only. Three fields keep the names the trainer fills them under, not verl's
+    estimator argument names: ``token_rewards`` (verl: ``token_level_rewards``), ``eps``
+    (``epsilon``) and ``norm_by_std`` (``norm_adv_by_std_in_grpo``).
 
     Attributes:
         token_rewards: per-token rewards (scores, possibly minus an in-reward KL penalty).
@@ -476,43 +494,65 @@ def _require_index(value: IndexLike | None, name: str) -> IndexLike:
 def _gae(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
     """Registry adapter for :func:`gae` (needs ``values``)."""
     values = _require_tensor(x.values, "values", "gae")
-    return gae(x.token_rewards, values, x.response_mask, x.gamma, x.lam)
+    return gae(
+        token_level_rewards=x.token_rewards,
+        values=values,
+        response_mask=x.response_mask,
+        gamma=x.gamma,
+        lam=x.lam,
+    )
 
 
 @register_advantage_estimator("grpo")
 def _grpo(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
     """Registry adapter for :func:`grpo` (needs ``index``; honours ``eps``/``norm_by_std``)."""
     index = _require_index(x.index, "grpo")
-    return grpo(x.token_rewards, x.response_mask, index, eps=x.eps, norm_by_std=x.norm_by_std)
+    return grpo(
+        token_level_rewards=x.token_rewards,
+        response_mask=x.response_mask,
+        index=index,
+        epsilon=x.eps,
+        norm_adv_by_std_in_grpo=x.norm_by_std,
+    )
 
 
 @register_advantage_estimator("dr_grpo")
 def _dr_grpo(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
     """Registry adapter for :func:`dr_grpo` (needs ``index``)."""
-    return dr_grpo(x.token_rewards, x.response_mask, _require_index(x.index, "dr_grpo"))
+    index = _require_index(x.index, "dr_grpo")
+    return dr_grpo(token_level_rewards=x.token_rewards, response_mask=x.response_mask, index=index)
 
 
 @register_advantage_estimator("rloo")
 def _rloo(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
     """Registry adapter for :func:`rloo` (needs ``index``)."""
-    return rloo(x.token_rewards, x.response_mask, _require_index(x.index, "rloo"))
+    index = _require_index(x.index, "rloo")
+    return rloo(token_level_rewards=x.token_rewards, response_mask=x.response_mask, index=index)
 
 
 @register_advantage_estimator("reinforce_plus_plus")
 def _reinforce_plus_plus(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
     """Registry adapter for :func:`reinforce_plus_plus` (uses ``gamma``)."""
-    return reinforce_plus_plus(x.token_rewards, x.response_mask, x.gamma)
+    return reinforce_plus_plus(
+        token_level_rewards=x.token_rewards, response_mask=x.response_mask, gamma=x.gamma
+    )
 
 
 @register_advantage_estimator("reinforce_plus_plus_baseline")
 def _reinforce_plus_plus_baseline(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
     """Registry adapter for :func:`reinforce_plus_plus_baseline`."""
     index = _require_index(x.index, "reinforce_plus_plus_baseline")
-    return reinforce_plus_plus_baseline(x.token_rewards, x.response_mask, index)
+    return reinforce_plus_plus_baseline(
+        token_level_rewards=x.token_rewards, response_mask=x.response_mask, index=index
+    )
 
 
 @register_advantage_estimator("remax", needs_baselines=True)
 def _remax(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
     """Registry adapter for :func:`remax` (needs ``reward_baselines``)."""
     baselines = _require_tensor(x.reward_baselines, "reward_baselines", "remax")
-    return remax(x.token_rewards, x.response_mask, baselines)
+    return remax(
+        token_level_rewards=x.token_rewards,
+        reward_baselines=baselines,
+        response_mask=x.response_mask,
+    )

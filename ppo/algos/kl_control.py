@@ -160,12 +160,12 @@ def make_kl_controller(
 
 
 def apply_kl_in_reward(
-    token_scores: Tensor,
+    *,
+    token_level_scores: Tensor,
     old_log_prob: Tensor,
     ref_log_prob: Tensor,
     response_mask: Tensor,
     controller: KLController,
-    *,
     kind: str = "k1",
 ) -> tuple[Tensor, dict[str, float]]:
     """Subtract the KL penalty from the token scores, then update the controller.
@@ -175,8 +175,12 @@ def apply_kl_in_reward(
     observed KL, ``mean_i(masked_mean_t kl_it)`` (per-sequence token mean, averaged over the
     rows), and ``n_steps = B``. Mutates ``controller``; runs under :func:`torch.no_grad`.
 
+    All arguments are keyword-only (the two log-prob tensors must not be swappable by position);
+    the tensor names are verl's batch keys.
+
     Args:
-        token_scores: ``(B, T)`` token-level scores (e.g. the outcome score on the last token).
+        token_level_scores: ``(B, T)`` token-level scores (e.g. the outcome score on the last
+            token).
         old_log_prob: ``(B, T)`` behaviour-policy log-probs.
         ref_log_prob: ``(B, T)`` reference-policy log-probs.
         response_mask: ``(B, T)``, non-zero on valid tokens.
@@ -190,22 +194,21 @@ def apply_kl_in_reward(
     Raises:
         ValueError: shape mismatch or unknown ``kind``.
     """
+    scores = token_level_scores
     for name, t in (("old_log_prob", old_log_prob), ("ref_log_prob", ref_log_prob)):
-        if t.shape != token_scores.shape:
-            raise ValueError(
-                f"{name} has shape {tuple(t.shape)}, expected {tuple(token_scores.shape)}"
-            )
-    if token_scores.dim() != 2 or response_mask.shape != token_scores.shape:
+        if t.shape != scores.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(scores.shape)}")
+    if scores.dim() != 2 or response_mask.shape != scores.shape:
         raise ValueError(
-            f"token_scores and response_mask must both be (B, T), got "
-            f"{tuple(token_scores.shape)} and {tuple(response_mask.shape)}"
+            f"token_level_scores and response_mask must both be (B, T), got "
+            f"{tuple(scores.shape)} and {tuple(response_mask.shape)}"
         )
     with torch.no_grad():
         valid = response_mask != 0
-        kl = kl_penalty(old_log_prob, ref_log_prob, kind)
+        kl = kl_penalty(log_prob=old_log_prob, ref_log_prob=ref_log_prob, kind=kind)
         kl = torch.where(valid, kl, torch.zeros_like(kl))
         beta = controller.value
-        rewards = token_scores - beta * kl
+        rewards = scores - beta * kl
         current_kl = float(masked_mean(kl, valid, dim=-1).mean().item())
-    controller.update(current_kl, n_steps=token_scores.shape[0])
+    controller.update(current_kl, n_steps=scores.shape[0])
     return rewards, {"kl/in_reward": current_kl, "kl/coef": beta}

@@ -4,6 +4,13 @@ All functions are pure torch. Token tensors are ``(B, T)``; ``response_mask`` is
 valid response tokens and values at masked positions are never read (they may even be ``nan``:
 they are replaced with :func:`torch.where` before any arithmetic, so they get zero gradient).
 
+Every tensor argument is **keyword-only** and named as in verl's ``core_algos``
+(``old_log_prob``, ``log_prob``, ``advantages``, ``response_mask``, ``vpreds``, ``values``,
+``returns``, ``loss_mat``, ``loss_mask``, ``loss_agg_mode``): two ``(B, T)`` tensors of the same
+shape swapped by position would otherwise pass silently, and a positional call is a
+``TypeError``. Options verl keeps in its config rather than in the signature keep our names
+(``clip_low``, ``clip_high``, ``clip_c``, ``kind``).
+
 Data parallelism. :func:`agg_loss` (and every loss taking ``**agg_kwargs``) can normalise by
 *global* counts: pass ``global_tokens`` / ``global_seqs``, the number of valid tokens / sequences
 in the whole mini-batch across every data-parallel rank and micro-batch (see
@@ -16,6 +23,7 @@ over ``dp_size`` ranks (DDP, FSDP) must multiply the loss by ``dp_size`` to get 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Protocol, TypedDict, TypeVar, Unpack
 
@@ -48,7 +56,7 @@ AGG_MODES: tuple[str, ...] = (
     "token-mean",
     "token-sum",
 )
-"""The valid ``mode`` values of :func:`agg_loss`."""
+"""The valid ``loss_agg_mode`` values of :func:`agg_loss`."""
 
 
 class AggKwargs(TypedDict, total=False):
@@ -107,15 +115,15 @@ def agg_normalizers(response_mask: Tensor) -> AggKwargs:
 
 
 def agg_loss(
-    loss_mat: Tensor,
-    mask: Tensor,
-    mode: str,
     *,
+    loss_mat: Tensor,
+    loss_mask: Tensor,
+    loss_agg_mode: str,
     global_tokens: float | None = None,
     global_seqs: float | None = None,
     horizon: int | None = None,
 ) -> Tensor:
-    """Reduce a ``(B, T)`` per-token loss to a scalar.
+    """Reduce a ``(B, T)`` per-token loss to a scalar (verl's ``agg_loss``, keyword-only).
 
     Modes (``n_tok`` valid tokens, ``n_seq`` rows with at least one valid token, ``L_i`` the
     valid-token sum of row ``i``, ``l_i`` its valid-token count):
@@ -134,10 +142,10 @@ def agg_loss(
     batch (ranks, micro-batches) gives the whole-batch result; the caller then sums (all-reduce
     SUM) the gradients across ranks. See the module docstring for averaging backends.
 
-    Args:
+    Args (keyword-only):
         loss_mat: ``(B, T)`` per-token loss.
-        mask: ``(B, T)``, non-zero on valid tokens.
-        mode: one of :data:`AGG_MODES`.
+        loss_mask: ``(B, T)``, non-zero on valid tokens.
+        loss_agg_mode: one of :data:`AGG_MODES`.
         global_tokens: total valid tokens of the whole mini-batch (> 0), or ``None``.
         global_seqs: total valid sequences of the whole mini-batch (> 0), or ``None``.
         horizon: length normaliser of ``"seq-mean-token-sum-norm"`` (> 0), default ``T``.
@@ -147,17 +155,18 @@ def agg_loss(
         result is ``0``.
 
     Raises:
-        ValueError: unknown ``mode`` (the message lists the valid ones), shape mismatch, or a
-            non-positive normaliser.
+        ValueError: unknown ``loss_agg_mode`` (the message lists the valid ones), shape
+            mismatch, or a non-positive normaliser.
     """
+    mode = loss_agg_mode
     if mode not in AGG_MODES:
         raise ValueError(f"unknown loss aggregation mode {mode!r}; valid modes: {AGG_MODES}")
     _check_2d("loss_mat", loss_mat)
-    _check_same("mask", mask, loss_mat)
+    _check_same("loss_mask", loss_mask, loss_mat)
     _positive("global_tokens", global_tokens)
     _positive("global_seqs", global_seqs)
     _positive("horizon", horizon)
-    valid = mask != 0
+    valid = loss_mask != 0
     if mode == "token-sum":
         return masked_sum(loss_mat, valid)
     if mode == "token-mean":
@@ -178,24 +187,27 @@ def agg_loss(
 
 
 class PolicyLossFn(Protocol):
-    """A policy loss: ``(log_prob, old_log_prob, advantages, response_mask) -> (loss, metrics)``.
+    """A policy loss, called by keyword only: ``old_log_prob``, ``log_prob``, ``advantages``,
+    ``response_mask`` (verl's names and order) plus options; returns ``(loss, metrics)``.
 
     All four tensors are ``(B, T)``; ``loss`` is a 0-d tensor differentiable in ``log_prob``;
-    ``metrics`` maps names to Python floats. Keyword arguments: clip ranges, the aggregation
-    mode and the :class:`AggKwargs` forwarded to :func:`agg_loss`.
+    ``metrics`` maps names to Python floats. Options: clip ranges, the aggregation mode
+    ``loss_agg_mode`` and the :class:`AggKwargs` forwarded to :func:`agg_loss`. The actor passes
+    every one of these by keyword, so an implementation may take the options it ignores as
+    ``**kwargs``; :func:`register_policy_loss` checks this when the loss is registered.
     """
 
     def __call__(
         self,
-        log_prob: Tensor,
+        *,
         old_log_prob: Tensor,
+        log_prob: Tensor,
         advantages: Tensor,
         response_mask: Tensor,
-        *,
         clip_low: float = ...,
         clip_high: float = ...,
         clip_c: float | None = ...,
-        agg: str = ...,
+        loss_agg_mode: str = ...,
         **agg_kwargs: Unpack[AggKwargs],
     ) -> tuple[Tensor, dict[str, float]]:
         """Compute ``(loss, metrics)``; see :class:`PolicyLossFn`."""
@@ -205,12 +217,45 @@ class PolicyLossFn(Protocol):
 _LossT = TypeVar("_LossT", bound=PolicyLossFn)
 _POLICY_LOSSES: dict[str, PolicyLossFn] = {}
 
+_POLICY_LOSS_KEYWORDS: tuple[str, ...] = (
+    "old_log_prob",
+    "log_prob",
+    "advantages",
+    "response_mask",
+    "clip_low",
+    "clip_high",
+    "clip_c",
+    "loss_agg_mode",
+    *AggKwargs.__annotations__,
+)
+"""Every keyword the actor passes to a policy loss."""
+
+
+def _check_keyword_callable(name: str, fn: Callable[..., object]) -> None:
+    """``TypeError`` unless ``fn`` accepts every keyword of :data:`_POLICY_LOSS_KEYWORDS`."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # no introspectable signature (a C callable): nothing to check
+    try:
+        signature.bind(**dict.fromkeys(_POLICY_LOSS_KEYWORDS))
+    except TypeError as err:
+        raise TypeError(
+            f"policy loss {name!r} ({fn!r}) cannot be called by keyword with "
+            f"{', '.join(_POLICY_LOSS_KEYWORDS)}: {err}. Name its tensor parameters "
+            "old_log_prob, log_prob, advantages, response_mask (verl's names) and take the "
+            "options it ignores as **kwargs"
+        ) from None
+
 
 def register_policy_loss(name: str) -> Callable[[_LossT], _LossT]:
     """Decorator registering a :class:`PolicyLossFn` under ``name``.
 
     Raises:
         ValueError: ``name`` is empty or already registered (when the decorator is applied).
+        TypeError: the function cannot be called with the keywords the actor passes (see
+            :class:`PolicyLossFn`), e.g. a verl loss whose options come from a ``config``
+            argument (when the decorator is applied).
     """
     if not name:
         raise ValueError("policy loss name must be a non-empty string")
@@ -222,6 +267,7 @@ def register_policy_loss(name: str) -> Callable[[_LossT], _LossT]:
                 f"policy loss {name!r} is already registered (by {_POLICY_LOSSES[name]!r}); "
                 "pick another name"
             )
+        _check_keyword_callable(name, fn)
         _POLICY_LOSSES[name] = fn
         return fn
 
@@ -256,7 +302,7 @@ def _check_clip(clip_low: float, clip_high: float, clip_c: float | None) -> None
 
 
 def _policy_inputs(
-    log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, response_mask: Tensor
+    *, old_log_prob: Tensor, log_prob: Tensor, advantages: Tensor, response_mask: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Validate shapes; return ``(valid, log_prob, log_ratio, advantages)`` zeroed where masked."""
     _check_2d("log_prob", log_prob)
@@ -301,15 +347,15 @@ def _metrics(valid: Tensor, hit: Tensor, hit_lower: Tensor, log_ratio: Tensor) -
 
 @register_policy_loss("vanilla")
 def ppo_clip_loss(
-    log_prob: Tensor,
+    *,
     old_log_prob: Tensor,
+    log_prob: Tensor,
     advantages: Tensor,
     response_mask: Tensor,
-    *,
     clip_low: float = 0.2,
     clip_high: float = 0.2,
     clip_c: float | None = 3.0,
-    agg: str = "token-mean",
+    loss_agg_mode: str = "token-mean",
     **agg_kwargs: Unpack[AggKwargs],
 ) -> tuple[Tensor, dict[str, float]]:
     """PPO clipped surrogate with asymmetric clip range and dual clip (registered as "vanilla").
@@ -319,15 +365,15 @@ def ppo_clip_loss(
     further capped at ``-A * clip_c`` (dual clip, bounding the push-down of very unlikely-now
     tokens). Then aggregated with :func:`agg_loss`.
 
-    Args:
-        log_prob: ``(B, T)`` current policy log-probs (carries the gradient).
+    Args (keyword-only; a positional call is a ``TypeError``):
         old_log_prob: ``(B, T)`` behaviour-policy log-probs (treated as constant).
+        log_prob: ``(B, T)`` current policy log-probs (carries the gradient).
         advantages: ``(B, T)`` (treated as constant).
         response_mask: ``(B, T)``, non-zero on valid tokens.
         clip_low: ``eps_low`` in ``[0, 1)``.
         clip_high: ``eps_high >= 0`` (clip-higher: set above ``clip_low``).
         clip_c: dual-clip constant ``> 1``; ``None`` disables the dual clip.
-        agg: aggregation mode, see :func:`agg_loss`.
+        loss_agg_mode: aggregation mode, see :func:`agg_loss`.
         **agg_kwargs: ``global_tokens`` / ``global_seqs`` / ``horizon`` for :func:`agg_loss`.
 
     Returns:
@@ -339,24 +385,29 @@ def ppo_clip_loss(
         ValueError: bad shapes, clip parameters or aggregation arguments.
     """
     _check_clip(clip_low, clip_high, clip_c)
-    valid, _, log_ratio, adv = _policy_inputs(log_prob, old_log_prob, advantages, response_mask)
+    valid, _, log_ratio, adv = _policy_inputs(
+        old_log_prob=old_log_prob,
+        log_prob=log_prob,
+        advantages=advantages,
+        response_mask=response_mask,
+    )
     ratio = torch.exp(log_ratio.clamp(-20.0, 20.0))
     losses, hit, hit_lower = _clipped_surrogate(ratio, adv, clip_low, clip_high, clip_c)
-    loss = agg_loss(losses, valid, agg, **agg_kwargs)
+    loss = agg_loss(loss_mat=losses, loss_mask=valid, loss_agg_mode=loss_agg_mode, **agg_kwargs)
     return loss, _metrics(valid, hit, hit_lower, log_ratio)
 
 
 @register_policy_loss("gspo")
 def gspo_loss(
-    log_prob: Tensor,
+    *,
     old_log_prob: Tensor,
+    log_prob: Tensor,
     advantages: Tensor,
     response_mask: Tensor,
-    *,
     clip_low: float = 3e-4,
     clip_high: float = 4e-4,
     clip_c: float | None = None,
-    agg: str = "seq-mean-token-mean",
+    loss_agg_mode: str = "seq-mean-token-mean",
     **agg_kwargs: Unpack[AggKwargs],
 ) -> tuple[Tensor, dict[str, float]]:
     """GSPO: PPO clip on the sequence-level importance ratio (registered as "gspo").
@@ -369,17 +420,23 @@ def gspo_loss(
     ``s_it`` is clamped at 10. Clip defaults are the GSPO paper's (``3e-4`` / ``4e-4``); no dual
     clip by default.
 
-    Args, returns and raises: as :func:`ppo_clip_loss` (the default ``agg`` is
-    ``"seq-mean-token-mean"``, the paper's sequence-level objective). ``ppo_kl`` is still the
+    Args, returns and raises: as :func:`ppo_clip_loss` (the default ``loss_agg_mode`` is
+    ``"seq-mean-token-mean"``, the paper's sequence-level objective, and unlike verl another
+    mode given is honoured). ``ppo_kl`` is still the
     token-level masked mean of ``logp_old - logp``.
     """
     _check_clip(clip_low, clip_high, clip_c)
-    valid, lp, log_ratio, adv = _policy_inputs(log_prob, old_log_prob, advantages, response_mask)
+    valid, lp, log_ratio, adv = _policy_inputs(
+        old_log_prob=old_log_prob,
+        log_prob=log_prob,
+        advantages=advantages,
+        response_mask=response_mask,
+    )
     seq_log_ratio = masked_mean(log_ratio, valid, dim=-1).detach()
     log_token_ratio = (lp - lp.detach() + seq_log_ratio.unsqueeze(-1)).clamp(max=10.0)
     ratio = torch.exp(log_token_ratio)
     losses, hit, hit_lower = _clipped_surrogate(ratio, adv, clip_low, clip_high, clip_c)
-    loss = agg_loss(losses, valid, agg, **agg_kwargs)
+    loss = agg_loss(loss_mat=losses, loss_mask=valid, loss_agg_mode=loss_agg_mode, **agg_kwargs)
     return loss, _metrics(valid, hit, hit_lower, log_ratio)
 
 
@@ -393,7 +450,7 @@ _KL_KINDS: tuple[str, ...] = ("abs", "k1", "k2", "k3", "kl", "low_var_kl", "mse"
 _KL_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3"}
 
 
-def kl_penalty(log_prob: Tensor, ref_log_prob: Tensor, kind: str) -> Tensor:
+def kl_penalty(*, log_prob: Tensor, ref_log_prob: Tensor, kind: str) -> Tensor:
     """Per-token estimate of ``KL(policy || reference)`` from sampled-token log-probs.
 
     With ``d = logp - logp_ref``:
@@ -404,11 +461,12 @@ def kl_penalty(log_prob: Tensor, ref_log_prob: Tensor, kind: str) -> Tensor:
     * ``"k3"``: ``exp(-d) + d - 1`` (non-negative, low variance), with ``-d`` clamped to
       ``[-20, 20]`` before ``exp`` and the result clamped to ``[-10, 10]``.
 
-    Args:
+    Args (keyword-only):
         log_prob: ``(B, T)`` (or any shape) policy log-probs.
         ref_log_prob: same shape, reference-policy log-probs.
         kind: ``"k1"``, ``"abs"``, ``"k2"`` or ``"k3"`` (aliases ``"kl"``, ``"mse"``,
-            ``"low_var_kl"``).
+            ``"low_var_kl"``); verl calls this argument ``kl_penalty`` and also accepts a
+            ``"+"`` suffix (straight-through k2 gradient), which is not supported here.
 
     Returns:
         Same shape as the inputs, differentiable in both. No masking is applied.
@@ -453,24 +511,27 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 
 
 def value_loss(
-    values: Tensor,
-    old_values: Tensor,
+    *,
+    vpreds: Tensor,
     returns: Tensor,
+    values: Tensor,
     response_mask: Tensor,
     cliprange_value: float,
-    *,
-    agg: str = "token-mean",
+    loss_agg_mode: str = "token-mean",
     **agg_kwargs: Unpack[AggKwargs],
 ) -> tuple[Tensor, dict[str, float]]:
     """Clipped value loss ``0.5 * max((V - R)^2, (clip(V, V_old - e, V_old + e) - R)^2)``.
 
-    Args:
-        values: ``(B, T)`` current critic values (carries the gradient).
-        old_values: ``(B, T)`` values at rollout time (constant).
-        returns: ``(B, T)`` regression targets (constant).
+    verl's ``compute_value_loss`` names and meaning: ``vpreds`` are the *current* predictions
+    and ``values`` the values recorded at rollout time.
+
+    Args (keyword-only; a positional call is a ``TypeError``):
+        vpreds: ``(B, T)`` current critic values ``V`` (carries the gradient).
+        returns: ``(B, T)`` regression targets ``R`` (constant).
+        values: ``(B, T)`` values at rollout time ``V_old`` (constant).
         response_mask: ``(B, T)``, non-zero on valid tokens.
         cliprange_value: ``e >= 0``.
-        agg: aggregation mode, see :func:`agg_loss`.
+        loss_agg_mode: aggregation mode, see :func:`agg_loss`.
         **agg_kwargs: ``global_tokens`` / ``global_seqs`` / ``horizon`` for :func:`agg_loss`.
 
     Returns:
@@ -482,18 +543,21 @@ def value_loss(
     """
     if not cliprange_value >= 0.0:
         raise ValueError(f"cliprange_value must be >= 0, got {cliprange_value!r}")
-    _check_2d("values", values)
-    _check_same("old_values", old_values, values)
-    _check_same("returns", returns, values)
-    _check_same("response_mask", response_mask, values)
+    _check_2d("vpreds", vpreds)
+    _check_same("values", values, vpreds)
+    _check_same("returns", returns, vpreds)
+    _check_same("response_mask", response_mask, vpreds)
     valid = response_mask != 0
-    v = _zero_masked(values, valid)
-    v_old = _zero_masked(old_values.detach(), valid)
+    v = _zero_masked(vpreds, valid)
+    v_old = _zero_masked(values.detach(), valid)
     r = _zero_masked(returns.detach(), valid)
     v_clipped = v_old + (v - v_old).clamp(-cliprange_value, cliprange_value)
     unclipped = (v - r).square()
     clipped = (v_clipped - r).square()
-    loss = 0.5 * agg_loss(torch.maximum(unclipped, clipped), valid, agg, **agg_kwargs)
+    per_token = torch.maximum(unclipped, clipped)
+    loss = 0.5 * agg_loss(
+        loss_mat=per_token, loss_mask=valid, loss_agg_mode=loss_agg_mode, **agg_kwargs
+    )
     with torch.no_grad():
         clipfrac = float(masked_mean((clipped > unclipped).float(), valid).item())
     return loss, {"vf_clipfrac": clipfrac}

@@ -9,14 +9,14 @@ import pytest
 from ppo import PPOTrainer
 from ppo.metrics import read_metrics
 from runtime_ray import RayBackend
-from tests.trainer_support import short_answer_reward, tiny_config
+from tests.trainer_support import tiny_config, varied_reward
 
 pytestmark = pytest.mark.ray
 
 
 def test_grpo_with_two_data_parallel_ranks_on_ray(backend: RayBackend, tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, ["resources.actor_ranks=2", "trainer.total_steps=2"])
-    with PPOTrainer(backend=backend, config=cfg, reward_fn=short_answer_reward) as trainer:
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=varied_reward) as trainer:
         history = trainer.fit()
         assert trainer.actor is not None
         assert trainer.actor.world_size == 2
@@ -40,7 +40,7 @@ def test_gae_with_roles_in_separate_processes(backend: RayBackend, tmp_path: Pat
             "trainer.test_freq=0",
         ],
     )
-    with PPOTrainer(backend=backend, config=cfg, reward_fn=short_answer_reward) as trainer:
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=varied_reward) as trainer:
         history = trainer.fit()
         assert trainer.actor is not None
         assert trainer.critic is not None

@@ -1,0 +1,100 @@
+"""The shipped tokenizer, the HF tokenizer adapter, prompts (raw and chat), and tokenizer errors."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from transformers import AutoTokenizer
+
+from ppo._tokenizer_build import CHARACTERS, SPECIAL_TOKENS, build_tokenizer
+from ppo.config import ConfigError
+from ppo.tokenizer import (
+    HFTokenizer,
+    Tokenizer,
+    TokenizerError,
+    as_tokenizer,
+    default_tokenizer_path,
+    load_tokenizer,
+)
+from tests.trainer_support import digit_tokenizer
+
+TOK = load_tokenizer(None)
+
+
+def test_the_shipped_tokenizer_is_what_the_builder_makes(tmp_path: Path) -> None:
+    build_tokenizer().save_pretrained(str(tmp_path))
+    shipped = default_tokenizer_path()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert json.loads((tmp_path / name).read_text()) == json.loads(
+            (shipped / name).read_text()
+        ), f"{name} differs: run `python -m ppo._tokenizer_build` and commit the result"
+
+
+def test_vocabulary_layout() -> None:
+    assert isinstance(TOK, Tokenizer)
+    assert TOK.vocab_size == len(SPECIAL_TOKENS) + len(CHARACTERS)
+    assert (TOK.pad_id, TOK.hf.bos_token_id, TOK.eos_id) == (0, 1, 2)
+    assert TOK.encode_text("0123456789") == list(range(7, 17))
+    assert TOK.has_chat_template
+
+
+@given(st.text(alphabet=st.sampled_from(CHARACTERS), max_size=40))
+def test_encode_decode_round_trip(text: str) -> None:
+    ids = TOK.encode_text(text)
+    assert len(ids) == len(text)
+    assert TOK.decode(ids) == text
+    assert TOK.decode([*ids, TOK.eos_id, *ids]) == text  # stops at EOS
+
+
+def test_raw_prompts_get_bos_and_chat_prompts_the_template() -> None:
+    bos = TOK.hf.bos_token_id
+    assert TOK.encode_prompt("7+5=") == [bos, *TOK.encode_text("7+5=")]
+    chat = TOK.encode_prompt([{"role": "user", "content": "7+5="}])
+    user, assistant = (TOK.hf.convert_tokens_to_ids(t) for t in ("<|user|>", "<|assistant|>"))
+    assert chat == [bos, user, *TOK.encode_text("7+5="), assistant]
+    system = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "1+1="}]
+    text = TOK.decode(TOK.encode_prompt(system))
+    assert text == "be brief1+1="  # role tokens are special: dropped by decode
+
+
+def test_unknown_characters_become_unk_not_garbage() -> None:
+    assert TOK.encode_text("é") == [TOK.hf.unk_token_id]
+    assert all(c in string.printable for c in CHARACTERS)
+
+
+def test_a_tokenizer_without_pad_token_pads_with_eos() -> None:
+    tok = as_tokenizer(digit_tokenizer())
+    assert tok.pad_id == tok.eos_id == 1
+    assert tok.vocab_size == 15
+
+
+def test_chat_prompts_need_a_chat_template() -> None:
+    tok = as_tokenizer(digit_tokenizer())
+    assert not tok.has_chat_template
+    with pytest.raises(TokenizerError, match=r"prompt_format = 'chat'.*no"):
+        tok.encode_prompt([{"role": "user", "content": "1+1="}])
+
+
+def test_load_tokenizer_errors_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"tokenizer\.path = .*missing.*not a directory"):
+        load_tokenizer(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"model\.path = .*holds no loadable tokenizer"):
+        load_tokenizer(tmp_path / "empty", field="model.path")
+
+
+def test_saved_tokenizer_round_trips_through_autotokenizer(tmp_path: Path) -> None:
+    TOK.save_pretrained(tmp_path)
+    again = HFTokenizer(AutoTokenizer.from_pretrained(str(tmp_path)))
+    assert again.encode_prompt("9+9=") == TOK.encode_prompt("9+9=")
+    assert again.has_chat_template
+
+
+def test_as_tokenizer_rejects_other_objects() -> None:
+    with pytest.raises(TypeError, match="transformers tokenizer or implement"):
+        as_tokenizer(object())  # type: ignore[arg-type]  # the wrong type is the point
