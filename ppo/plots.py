@@ -31,6 +31,7 @@ __all__ = [
     "Panel",
     "PlotUnavailableError",
     "RunSeries",
+    "auto_weight",
     "build_figure",
     "ema",
     "plot_reward_curve",
@@ -45,11 +46,16 @@ class PlotUnavailableError(ImportError):
 
 @attrs.frozen
 class Curve:
-    """One line of a panel: the first of ``keys`` that a run has, drawn with ``label``."""
+    """One line of a panel: the first of ``keys`` that a run has, drawn with ``label``.
+
+    ``smooth``: draw the moving average (:func:`auto_weight`); ``raw``: also draw the raw
+    values, faint, under it.
+    """
 
     keys: tuple[str, ...]
     label: str
-    smooth: bool = False
+    smooth: bool = True
+    raw: bool = False
     marker: str = ""
     #: Drawn against a second y axis on the right (for a quantity on another scale).
     right_axis: bool = False
@@ -70,21 +76,22 @@ PANELS: tuple[Panel, ...] = (
     Panel(
         "Train reward",
         "sequence score (mean)",
-        (Curve(("critic/score/mean", "reward/mean"), "score", smooth=True),),
+        (Curve(("critic/score/mean", "reward/mean"), "score", raw=True),),
     ),
     Panel(
         "Validation accuracy",
         "accuracy",
-        (Curve(("val/accuracy",), "val accuracy", marker="o"),),
+        (Curve(("val/accuracy",), "val accuracy", smooth=False, marker="o"),),
         unit_interval=True,
     ),
     Panel(
         "Response length",
-        "tokens",
+        "tokens (mean)",
         (
-            Curve(("response_length/mean",), "mean"),
-            Curve(("response_length/max",), "max"),
+            Curve(("response_length/mean",), "mean length"),
+            Curve(("response_length/clip_ratio",), "cut at max length", right_axis=True),
         ),
+        right_ylabel="fraction cut at max length",
     ),
     Panel(
         "KL / entropy",
@@ -138,6 +145,12 @@ def series(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> tuple[list
     return [], []
 
 
+def auto_weight(n: int) -> float:
+    """The smoothing weight for ``n`` points: averages over about a tenth of the run (no
+    smoothing below 10 points, at most ~20 steps: weight 0.95)."""
+    return min(0.95, max(0.0, 1.0 - 10.0 / max(n, 1)))
+
+
 def ema(values: Sequence[float], weight: float = 0.8) -> list[float]:
     """Exponential moving average with bias correction (TensorBoard-style smoothing).
 
@@ -187,9 +200,11 @@ def build_figure(runs: Sequence[RunSeries], *, title: str) -> Figure:
                 target = right if curve.right_axis and right is not None else ax
                 label = curve.label if len(runs) == 1 else f"{run.label}: {curve.label}"
                 style = styles[c % len(styles)]
-                if curve.smooth:
-                    target.plot(steps, values, style, color=color, alpha=0.3, linewidth=1)
-                    target.plot(steps, ema(values), style, color=color, label=f"{label} (smoothed)")
+                if curve.smooth and len(values) >= 10:
+                    if curve.raw:
+                        target.plot(steps, values, style, color=color, alpha=0.25, linewidth=0.8)
+                    smoothed = ema(values, auto_weight(len(values)))
+                    target.plot(steps, smoothed, style, color=color, label=label)
                 else:
                     target.plot(steps, values, style, color=color, marker=curve.marker, label=label)
                 drawn += 1
@@ -200,6 +215,7 @@ def build_figure(runs: Sequence[RunSeries], *, title: str) -> Figure:
         ax.grid(alpha=0.3)
         if right is not None:
             right.set_ylabel(panel.right_ylabel)
+            right.set_visible(bool(right.get_lines()))
         if panel.unit_interval:
             ax.set_ylim(-0.02, 1.02)
         if drawn:
@@ -207,7 +223,7 @@ def build_figure(runs: Sequence[RunSeries], *, title: str) -> Figure:
             if right is not None:
                 more_handles, more_labels = right.get_legend_handles_labels()
                 handles, labels = handles + more_handles, labels + more_labels
-            ax.legend(handles, labels, loc="best", fontsize="small")
+            ax.legend(handles, labels, loc="best", fontsize="x-small", framealpha=0.6)
         else:
             names = ", ".join(c.keys[0] for c in panel.curves)
             ax.text(
@@ -215,7 +231,13 @@ def build_figure(runs: Sequence[RunSeries], *, title: str) -> Figure:
                 transform=ax.transAxes, color="gray",
             )  # fmt: skip
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.text(
+        0.5, 0.005,
+        "Per-step curves of 10+ points: exponential moving average over about a tenth of the "
+        "run (train reward: raw values faint underneath). Validation: as measured.",
+        ha="center", va="bottom", fontsize="small", color="gray",
+    )  # fmt: skip
+    fig.tight_layout(rect=(0, 0.025, 1, 1))
     return fig
 
 

@@ -15,7 +15,7 @@ from ppo.metrics import read_metrics, summary_line
 from ppo.plots import PANELS, RunSeries, build_figure, ema, plot_reward_curve, series
 from rlrun.__main__ import main as rlrun_main
 from runtime.testing import InProcessBackend
-from tests.trainer_support import varied_reward, tiny_config
+from tests.trainer_support import tiny_config, varied_reward
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
@@ -37,7 +37,7 @@ NEW_ROWS: list[dict[str, Any]] = [
             "perf/throughput": 1000.0 + s,
             **({"val/accuracy": 0.3 + 0.1 * s} if s % 2 == 0 else {}),
         }
-        for s in range(1, 5)
+        for s in range(1, 13)
     ],
 ]
 
@@ -51,9 +51,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for estimator in ("grpo", "gae"):
         run_dir = root / estimator
         cfg = tiny_config(run_dir, [f"algorithm.adv_estimator='{estimator}'"])
-        with PPOTrainer(
-            backend=InProcessBackend(), config=cfg, reward_fn=varied_reward
-        ) as trainer:
+        with PPOTrainer(backend=InProcessBackend(), config=cfg, reward_fn=varied_reward) as trainer:
             trainer.fit()
         (run_dir / "config.json").write_text(
             json.dumps({"data": {"task": "addition"}, "algorithm": {"adv_estimator": estimator}})

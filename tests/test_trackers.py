@@ -33,7 +33,7 @@ from ppo.trackers import (
 )
 from rlrun.__main__ import main as rlrun_main
 from runtime.testing import InProcessBackend
-from tests.trainer_support import varied_reward, tiny_config
+from tests.trainer_support import tiny_config, varied_reward
 
 OPTIONAL = ("tensorboard", "wandb", "mlflow")
 
