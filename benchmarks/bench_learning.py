@@ -50,7 +50,7 @@ def run_one(backend_name: str, estimator: str, steps: int, run_dir: Path) -> dic
         backend.shutdown()
     wall = time.perf_counter() - start
     val = [(r["step"], r["val/accuracy"]) for r in history if r.get("val/accuracy") is not None]
-    rewards = [r["reward/mean"] for r in history if r.get("reward/mean") is not None]
+    rewards = [r["critic/score/mean"] for r in history if "critic/score/mean" in r]
     window = max(1, len(rewards) // 10)
     return {
         "estimator": estimator,

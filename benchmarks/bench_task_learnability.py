@@ -8,8 +8,7 @@ would do) and evaluated greedily and by sampling (temperature 1) on a held-out s
 With ``--rl-steps K`` it then checks learnability by RL from the ``--rl-from`` warm-up: a
 minimal on-policy GRPO loop (group-normalised advantages, one gradient step per batch, so the
 PPO ratio is 1 and clipping is moot) written here with the ``ppo.lm`` and ``ppo.rollout``
-primitives only. This
-is a sanity check of the task and model, not the trainer.
+primitives only. This is a sanity check of the task and model, not the trainer.
 
 Single-threaded (``torch.set_num_threads(1)``) so numbers are comparable across machines::
 

@@ -35,6 +35,7 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
 )
+from transformers.utils import logging as hf_logging
 
 from ppo.config import ConfigError, ModelSection
 
@@ -48,6 +49,8 @@ __all__ = [
     "check_vocab",
     "copy_backbone",
     "position_ids",
+    "quiet_progress",
+    "save_pretrained",
     "sequence_log_probs",
     "token_logits",
     "token_values",
@@ -256,6 +259,27 @@ def copy_backbone(policy_state: Mapping[str, Tensor], critic: PreTrainedModel) -
         )
 
 
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Silence transformers' per-file progress bars for the block (they would break the
+    trainer's own bar), restoring the previous setting."""
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def save_pretrained(model: PreTrainedModel, directory: Path) -> None:
+    """``model.save_pretrained(directory)`` (config + safetensors) from contiguous CPU copies
+    of the weights (safetensors refuses shared storage, e.g. tied embeddings)."""
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with quiet_progress():
+        model.save_pretrained(str(directory), state_dict=state)
+
+
 def _from_pretrained(
     auto: Any, path: str, section: ModelSection, field: str, **extra: Any
 ) -> PreTrainedModel:
@@ -266,7 +290,10 @@ def _from_pretrained(
             "model directory"
         )
     try:
-        model: PreTrainedModel = auto.from_pretrained(str(where), **_load_kwargs(section), **extra)
+        with quiet_progress():
+            model: PreTrainedModel = auto.from_pretrained(
+                str(where), **_load_kwargs(section), **extra
+            )
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"config field {field} = {path!r} cannot be loaded: {str(exc).splitlines()[0]}"
@@ -278,7 +305,13 @@ def _prepare(
     model: PreTrainedModel, section: ModelSection, device: torch.device
 ) -> PreTrainedModel:
     if section.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
     model.config.use_cache = True
     nn.Module.to(model, device)
     model.eval()

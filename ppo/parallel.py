@@ -69,9 +69,7 @@ class DataParallelTrainer:
         self.module = model
         self.optimizer = optimizer
         self.world_size = world_size
-        self.model: nn.Module = (
-            DistributedDataParallel(model, broadcast_buffers=False) if world_size > 1 else model
-        )
+        self.model: nn.Module = DistributedDataParallel(model) if world_size > 1 else model
 
     def global_counts(self, mask: Tensor, horizon: int) -> AggKwargs:
         """Valid tokens and sequences of a mini-batch summed over every rank's shard."""

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers.utils import logging as hf_logging
 
 from ppo import columns as C
 from ppo.algos import agg_loss, get_policy_loss, kl_penalty, value_loss
@@ -39,6 +38,7 @@ from ppo.lm import (
     build_critic,
     build_policy,
     copy_backbone,
+    save_pretrained,
     sequence_log_probs,
     token_values,
 )
@@ -129,7 +129,6 @@ class ActorRolloutWorker:
         """Process-wide set-up, explicitly: torch threads (``resources.torch_threads``) and the
         role's ``torch.distributed`` group (gloo/nccl). Returns the data-parallel size."""
         torch.set_num_threads(self.config.resources.torch_threads)
-        hf_logging.disable_progress_bar()  # per-file bars would break the trainer's own bar
         self.world_size = join_process_group(self.device)
         return self.world_size
 
@@ -270,6 +269,10 @@ class ActorRolloutWorker:
                     )
                 )
         self.model.eval()
+        # Hand the new policy to the rollout engine (recorded only, when it shares the module).
+        self.engine.load_weights(
+            self.model.state_dict().items(), version=self.engine.weights_version + 1
+        )
         out = _mean_stats(metrics)
         out["lr"] = float(self.optimizer.param_groups[0]["lr"])
         return out
@@ -279,7 +282,8 @@ class ActorRolloutWorker:
         weighted so that summing over micro-batches gives the mini-batch's value."""
         cfg = self.config.actor
         mask = mb.tensors[C.RESPONSE_MASK].to(self.device)
-        logp, ent = self._log_probs(self.model, mb, with_entropy=cfg.entropy_coeff > 0)
+        # Forward through the DDP wrapper: that is what makes backward all-reduce the gradients.
+        logp, ent = self._log_probs(self._trainer().model, mb, with_entropy=cfg.entropy_coeff > 0)
         loss, m = self.policy_loss(
             old_log_prob=mb.tensors[C.OLD_LOG_PROBS].to(self.device),
             log_prob=logp,
@@ -320,7 +324,7 @@ class ActorRolloutWorker:
         if current_context().rank != 0:
             return None
         out = Path(directory) / "actor"
-        self.model.save_pretrained(str(out), state_dict=_state_dict(self.model))
+        save_pretrained(self.model, out)
         _save_optimizer(self.optimizer, out / OPTIMIZER_FILE)
         if self.reference is not None:
             save_file(_state_dict(self.reference), str(out / REFERENCE_FILE))
@@ -346,7 +350,7 @@ class ActorRolloutWorker:
         ``directory``: ``AutoModelForCausalLM.from_pretrained`` loads it."""
         if current_context().rank != 0:
             return None
-        self.model.save_pretrained(directory, state_dict=_state_dict(self.model))
+        save_pretrained(self.model, Path(directory))
         self.tokenizer.save_pretrained(directory)
         return directory
 
@@ -405,10 +409,10 @@ class CriticWorker:
         copy_backbone(state, self.model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.critic.lr)
 
-    def _values(self, batch: Batch) -> Tensor:
+    def _values(self, batch: Batch, model: nn.Module | None = None) -> Tensor:
         with autocast(self.device, self.config.model.dtype):
             values = token_values(
-                self.model,
+                model if model is not None else self.model,
                 batch.tensors[C.INPUT_IDS].to(self.device),
                 batch.tensors[C.ATTENTION_MASK].to(self.device),
                 _response_len(batch),
@@ -452,7 +456,7 @@ class CriticWorker:
 
     def _value_loss(self, mb: Batch, norm: Any, weight: float) -> tuple[Tensor, dict[str, float]]:
         loss, m = value_loss(
-            vpreds=self._values(mb),
+            vpreds=self._values(mb, self._dp.model if self._dp is not None else None),
             values=mb.tensors[C.VALUES].to(self.device),
             returns=mb.tensors[C.RETURNS].to(self.device),
             response_mask=mb.tensors[C.RESPONSE_MASK].to(self.device),
@@ -470,7 +474,7 @@ class CriticWorker:
         if current_context().rank != 0:
             return None
         out = Path(directory) / "critic"
-        self.model.save_pretrained(str(out), state_dict=_state_dict(self.model))
+        save_pretrained(self.model, out)
         _save_optimizer(self.optimizer, out / OPTIMIZER_FILE)
         return str(out)
 

@@ -172,3 +172,23 @@ def test_package_is_typed_and_regular(package: str) -> None:
         str(d.relative_to(ROOT)) for d in module_dirs | {root} if not (d / "__init__.py").is_file()
     )
     assert not missing, f"directories without __init__.py (namespace packages): {missing}"
+
+
+def test_the_runtime_loads_no_model_library() -> None:
+    """The runtime is model-agnostic: importing it (and its test backend) in a fresh
+    interpreter loads neither transformers nor tokenizers nor safetensors (ppo may)."""
+    probe = (
+        "import sys, json, runtime, runtime.testing, runtime.errors; "
+        "print(json.dumps(sorted(m for m in ('transformers', 'tokenizers', 'safetensors') "
+        "if m in sys.modules)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []

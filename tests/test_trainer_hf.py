@@ -232,3 +232,20 @@ def test_metrics_carry_verl_names(tmp_path: Path) -> None:
     ):
         assert key in row, key
     assert np.isfinite(row["perf/throughput"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.dtype='bfloat16'"],
+        ["model.gradient_checkpointing=true", "actor.micro_batch_size=3"],
+        ["model.attn_implementation='eager'", "rollout.top_k=5", "rollout.top_p=0.9"],
+    ],
+    ids=["bf16", "checkpointing+micro", "eager+filters"],
+)
+def test_model_options_train(tmp_path: Path, overrides: list[str]) -> None:
+    cfg = tiny_config(tmp_path, ["trainer.total_steps=1", "trainer.test_freq=0", *overrides])
+    with PPOTrainer(backend=InProcessBackend(), config=cfg, reward_fn=varied_reward) as trainer:
+        row = trainer.fit()[-1]
+    assert np.isfinite(row["actor/pg_loss"])
+    assert row["actor/grad_norm"] > 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
-from ppo import PPOTrainer
+from ppo import ActorRolloutWorker, PPOTrainer
 from ppo.metrics import read_metrics
 from runtime_ray import RayBackend
-from tests.trainer_support import tiny_config, varied_reward
+from tests.trainer_support import save_tiny_model, tiny_config, varied_reward
 
 pytestmark = pytest.mark.ray
 
@@ -26,7 +27,7 @@ def test_grpo_with_two_data_parallel_ranks_on_ray(backend: RayBackend, tmp_path:
     rows = [r for r in history if r["step"] > 0]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["actor/grad_norm"] > 0 for r in rows)
-    assert (tmp_path / "checkpoints" / "step_2" / "actor.pt").is_file()
+    assert (tmp_path / "checkpoints" / "step_2" / "actor" / "model.safetensors").is_file()
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1, 2]
 
 
@@ -58,3 +59,35 @@ def _pid(worker: object) -> int:
     import os
 
     return os.getpid()
+
+
+def test_a_saved_hf_model_trains_with_ddp_on_ray(backend: RayBackend, tmp_path: Path) -> None:
+    model_dir = save_tiny_model(tmp_path / "model")
+    cfg = tiny_config(
+        tmp_path / "run",
+        [
+            f"model.path={str(model_dir)!r}",
+            "resources.actor_ranks=2",
+            "actor.micro_batch_size=2",
+            "trainer.total_steps=1",
+            "trainer.test_freq=0",
+        ],
+    )
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=varied_reward) as trainer:
+        row = trainer.fit()[-1]
+        assert trainer.actor is not None
+        kinds = trainer.actor.run_function(_model_kind)
+        identical = trainer.actor.run_function(_first_weight)
+    assert kinds == ["DistributedDataParallel", "DistributedDataParallel"]
+    assert torch.equal(identical[0], identical[1])  # DDP kept the replicas in step
+    assert row["actor/grad_norm"] > 0
+    assert (tmp_path / "run" / "hf_model" / "config.json").is_file()
+
+
+def _model_kind(worker: ActorRolloutWorker) -> str:
+    dp = worker._dp
+    return type(dp.model).__name__ if dp is not None else "none"
+
+
+def _first_weight(worker: ActorRolloutWorker) -> torch.Tensor:
+    return next(worker.model.parameters()).detach().clone()
