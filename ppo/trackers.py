@@ -333,3 +333,13 @@ def _make_one(name: str, run_dir: Path, run_name: str) -> Tracker:
         f"trainer.loggers: unknown tracker {name!r}; choose from {', '.join(TRACKER_NAMES)} "
         "(or pass your own to PPOTrainer(trackers=[...]))"
     )
+
+
+# mypy checks that every built-in tracker satisfies the protocol (no inheritance needed).
+_BUILT_IN: tuple[type[Tracker], ...] = (
+    ConsoleTracker,
+    JsonlTracker,
+    TensorBoardTracker,
+    WandbTracker,
+    MlflowTracker,
+)
