@@ -1,18 +1,21 @@
 """Experiment trackers: where each step's metrics row goes (``trainer.loggers``).
 
-A tracker is anything with the three methods of :class:`Tracker`; the trainer calls
-``log_params`` once with the resolved configuration, ``log`` once per step (and for the
-validation row of step 0), and ``close`` when ``fit`` ends. Built-in trackers, by name:
+A tracker is anything with the three methods of :class:`Tracker`. The trainer makes its
+trackers when it is built (so a bad or missing one fails before any worker starts), calls
+``log_params`` once with the resolved configuration, ``log`` once per row (every step, and the
+validation row of step 0), and ``close`` from ``PPOTrainer.close`` (the end of its ``with``
+block). Built-in trackers, by name:
 
-=============  ==========================================================================
-``console``    one summary line per step (:func:`ppo.metrics.summary_line`) on the terminal
-``jsonl``      ``<run_dir>/metrics.jsonl``, the run's own record (resume and plots read it)
+===============  ========================================================================
+``console``      one summary line per row (:func:`ppo.metrics.summary_line`)
+``jsonl``        ``<run_dir>/metrics.jsonl``, the run's own record; always made, since
+                 resume and the figures read it
 ``tensorboard``  event files under ``<run_dir>/tensorboard`` (``torch.utils.tensorboard``)
-``wandb``      a Weights & Biases run under ``<run_dir>/wandb``, offline unless ``WANDB_MODE``
-               says otherwise
-``mlflow``     an MLflow run in ``sqlite:///<run_dir>/mlflow.db`` unless
-               ``MLFLOW_TRACKING_URI`` names another store
-=============  ==========================================================================
+``wandb``        a Weights & Biases run under ``<run_dir>/wandb``, offline unless
+                 ``WANDB_MODE=online``
+``mlflow``       an MLflow run in ``sqlite:///<run_dir>/mlflow.db`` unless
+                 ``MLFLOW_TRACKING_URI`` names another store
+===============  ========================================================================
 
 The libraries behind ``tensorboard``, ``wandb`` and ``mlflow`` are optional extras, imported
 only when such a tracker is made; a missing one raises :class:`ppo.config.ConfigError` naming
