@@ -61,7 +61,8 @@ def _load_runs(run_dirs: Sequence[str], labels: Sequence[str]) -> list[RunSeries
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m rlrun plot", description=__doc__.splitlines()[0]
+        prog="python -m rlrun plot",
+        description="Draw one run's figure, or overlay several runs, from their metrics.jsonl.",
     )
     parser.add_argument("run_dirs", nargs="+", help="run directories holding metrics.jsonl")
     parser.add_argument(
