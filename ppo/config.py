@@ -11,6 +11,7 @@ Overrides are ``section.field=value`` strings; values are parsed as TOML scalars
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ import attrs
 __all__ = [
     "ActorConfig",
     "AlgorithmConfig",
+    "AsyncConfig",
     "ConfigError",
     "CriticConfig",
     "CriticModelSection",
@@ -253,6 +255,7 @@ class AlgorithmConfig:
     kl_target: float = 0.1
     kl_horizon: int = 10000
     kl_penalty: str = "k1"
+    is_cap: float = 2.0
 
     def validate(self, p: str) -> None:
         from ppo.algos import advantage_estimator_names
@@ -275,6 +278,12 @@ class AlgorithmConfig:
         _check(self.kl_coef >= 0, f"{p}.kl_coef", self.kl_coef, "must be >= 0")
         _check(self.kl_target > 0, f"{p}.kl_target", self.kl_target, "must be > 0")
         _check(self.kl_horizon > 0, f"{p}.kl_horizon", self.kl_horizon, "must be > 0")
+        _check(
+            math.isfinite(self.is_cap) and self.is_cap > 0,
+            f"{p}.is_cap",
+            self.is_cap,
+            "must be a finite number > 0 (importance-weight truncation)",
+        )
         _check(
             self.kl_penalty in ("k1", "abs", "k2", "k3"),
             f"{p}.kl_penalty",
@@ -424,6 +433,7 @@ class TrainerConfig:
     #: Trackers for each step's metrics (see :mod:`ppo.trackers`); ``metrics.jsonl`` is always
     #: written (resume and the figure read it), so ``"jsonl"`` may be left out.
     loggers: tuple[str, ...] = attrs.field(default=("console", "jsonl"), converter=_names_tuple)
+    mode: str = "sync"
 
     def validate(self, p: str) -> None:
         _check(self.total_steps >= 1, f"{p}.total_steps", self.total_steps, "must be >= 1")
@@ -431,6 +441,13 @@ class TrainerConfig:
         _check(self.save_freq >= 0, f"{p}.save_freq", self.save_freq, "must be >= 0 (0 disables)")
         _check(bool(self.run_dir), f"{p}.run_dir", self.run_dir, "must be a directory path")
         _check(self.keep_last >= 1, f"{p}.keep_last", self.keep_last, "must be >= 1")
+        _check(
+            self.mode in ("sync", "async"),
+            f"{p}.mode",
+            self.mode,
+            "'sync' (generate, then train) or 'async' (rollout workers generate ahead, see "
+            "[async])",
+        )
         _check(
             self.call_timeout is None or self.call_timeout > 0,
             f"{p}.call_timeout",
@@ -457,6 +474,21 @@ class TrainerConfig:
                 raise ConfigError(message)
 
 
+@attrs.frozen(kw_only=True)
+class AsyncConfig:
+    """``trainer.mode = "async"``: rollout workers in their own pool (``rollout_ranks``
+    processes) generate up to ``max_staleness`` policy versions ahead of training (0 is
+    on-policy); off-policy samples are corrected with importance weights truncated at
+    ``algorithm.is_cap``. TOML section ``[async]``."""
+
+    max_staleness: int = 1
+    rollout_ranks: int = 1
+
+    def validate(self, p: str) -> None:
+        _check(self.max_staleness >= 0, f"{p}.max_staleness", self.max_staleness, "must be >= 0")
+        _check(self.rollout_ranks >= 1, f"{p}.rollout_ranks", self.rollout_ranks, "must be >= 1")
+
+
 _SECTIONS: dict[str, type[Any]] = {
     "model": ModelSection,
     "tokenizer": TokenizerSection,
@@ -468,7 +500,15 @@ _SECTIONS: dict[str, type[Any]] = {
     "warmup": WarmupConfig,
     "resources": ResourcesConfig,
     "trainer": TrainerConfig,
+    "async": AsyncConfig,
 }
+
+#: Sections whose TOML name is not a Python identifier.
+_ATTRIBUTE = {"async": "asynchronous"}
+
+
+def _attr(section: str) -> str:
+    return _ATTRIBUTE.get(section, section)
 
 
 @attrs.frozen(kw_only=True)
@@ -485,10 +525,18 @@ class PPOConfig:
     warmup: WarmupConfig = attrs.field(factory=WarmupConfig)
     resources: ResourcesConfig = attrs.field(factory=ResourcesConfig)
     trainer: TrainerConfig = attrs.field(factory=TrainerConfig)
+    asynchronous: AsyncConfig = attrs.field(factory=AsyncConfig)
 
     def __attrs_post_init__(self) -> None:
         for name in _SECTIONS:
-            getattr(self, name).validate(name)
+            getattr(self, _attr(name)).validate(name)
+        _check(
+            not (self.trainer.mode == "async" and self.needs_baselines),
+            "trainer.mode",
+            self.trainer.mode,
+            f"is not available with algorithm.adv_estimator = {self.algorithm.adv_estimator!r} "
+            "(its greedy baseline needs the current policy); use 'sync'",
+        )
         batch = self.data.prompts_per_step * self.rollout.n
         _check(
             batch % self.resources.actor_ranks == 0,
@@ -542,7 +590,7 @@ class PPOConfig:
                 )
             for key, value in raw.items():
                 _check_type(f"{name}.{key}", value, fields[key])
-            sections[name] = section_cls(**raw)
+            sections[_attr(name)] = section_cls(**raw)
         return cls(**sections)
 
 
@@ -576,7 +624,8 @@ def _parse_value(text: str) -> Any:
 def config_to_dict(config: PPOConfig) -> dict[str, Any]:
     """A plain-dict view (JSON/TOML friendly) of ``config``."""
     return {
-        name: attrs.asdict(getattr(config, name), value_serializer=_plain) for name in _SECTIONS
+        name: attrs.asdict(getattr(config, _attr(name)), value_serializer=_plain)
+        for name in _SECTIONS
     }
 
 

@@ -41,11 +41,13 @@ from ppo.algos import (
     compute_advantages,
     make_kl_controller,
     masked_mean,
+    truncated_importance_weights,
 )
 from ppo.checkpoint import CheckpointManager
 from ppo.config import ConfigError, PPOConfig, config_to_dict
 from ppo.lm import check_model_fits
 from ppo.metrics import MetricsWriter, read_metrics
+from ppo.pipeline import POLICY_VERSION, RolloutPipeline, RolloutWorker
 from ppo.plots import PlotUnavailableError, RunSeries, plot_runs
 from ppo.scoring import RewardFnScorer, Scorer
 from ppo.tasks import RewardFn, Task, TaskExample, get_task, load_jsonl, make_dataset
@@ -53,7 +55,7 @@ from ppo.tokenizer import Tokenizer, as_tokenizer, load_tokenizer
 from ppo.trackers import Tracker, flatten_params, make_trackers
 from ppo.warmup import encode_prompts, example_prompt
 from ppo.workers import ActorRolloutWorker, CriticWorker, RewardWorker
-from runtime import Backend, Batch, ResourcePool, WorkerGroup, WorkerSpec, fuse
+from runtime import Backend, Batch, BatchFuture, ResourcePool, WorkerGroup, WorkerSpec, fuse
 from runtime._log import get_logger
 
 __all__ = ["PPOTrainer", "PromptSampler", "load_reward_fn"]
@@ -202,6 +204,8 @@ class PPOTrainer:
         self.actor: WorkerGroup[ActorRolloutWorker] | None = None
         self.critic: WorkerGroup[CriticWorker] | None = None
         self.reward: WorkerGroup[RewardWorker] | None = None
+        self.rollout: WorkerGroup[RolloutWorker] | None = None
+        self._pipeline: RolloutPipeline | None = None
         self._groups: list[Any] = []
 
     def _examples(
@@ -304,6 +308,41 @@ class PPOTrainer:
                 self.critic.call(
                     CriticWorker.init_from_policy, self.actor.call(ActorRolloutWorker.policy_state)
                 )
+        if cfg.trainer.mode == "async":
+            self._start_pipeline(pool)
+
+    def _start_pipeline(self, pool: Callable[[int, str], ResourcePool]) -> None:
+        """Async mode: the rollout role in its own pool, fed the actor's current weights."""
+        cfg = self.config
+        spec = WorkerSpec.of(RolloutWorker, cfg, self.tokenizer)
+        self.rollout = self._own_group(spec, pool(cfg.asynchronous.rollout_ranks, "rollout"))
+        self.rollout.call(RolloutWorker.init_threads)
+        actor = self.actor
+        assert actor is not None
+        ranks = Batch({"rank": torch.arange(actor.world_size)})
+
+        def publish() -> BatchFuture:
+            return actor.submit(ActorRolloutWorker.publish_weights, ranks)
+
+        self._pipeline = RolloutPipeline(
+            self.rollout,
+            publish,
+            self._async_prompts,
+            max_staleness=cfg.asynchronous.max_staleness,
+            total_steps=cfg.trainer.total_steps,
+        )
+        self._pipeline.start(self.step + 1, version=self.step)
+
+    def _async_prompts(self, step: int) -> tuple[Batch, Batch, dict[str, int]]:
+        state = self.sampler.state_dict()
+        examples = self.sampler.next(self.config.data.prompts_per_step)
+        batch = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
+            self.config.rollout.n, interleave=True
+        )
+        gen_in = self._generation_input(
+            batch, self.config.trainer.seed * 100_003 + step, greedy=False
+        )
+        return batch, gen_in, state
 
     def _check_one_process_per_rank(self) -> None:
         for role, group in (("actor", self.actor), ("critic", self.critic)):
@@ -335,7 +374,8 @@ class PPOTrainer:
         for group in self._groups:
             group.shutdown()
         self._groups.clear()
-        self.actor = self.critic = self.reward = None
+        self.actor = self.critic = self.reward = self.rollout = None
+        self._pipeline = None
         trackers, self.trackers = self.trackers, []
         for tracker in trackers:
             tracker.close()
@@ -393,17 +433,28 @@ class PPOTrainer:
         timing: dict[str, float] = {}
         metrics: dict[str, Any] = {}
         t_step = time.perf_counter()
-        examples = self.sampler.next(cfg.data.prompts_per_step)
-        batch = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
-            cfg.rollout.n, interleave=True
-        )
-        with _timed(timing, "gen"):
-            batch = self._rollout(batch, seed=cfg.trainer.seed * 100_003 + step)
-        baselines = self._greedy_baselines(examples, step) if cfg.needs_baselines else None
+        baselines = None
+        if self._pipeline is not None:
+            with _timed(timing, "gen"):
+                self._pipeline.fill(step)
+                batch = self._pipeline.take(step, version=step - 1)
+            metrics.update(self._pipeline.staleness_metrics(batch, version=step - 1))
+        else:
+            examples = self.sampler.next(cfg.data.prompts_per_step)
+            batch = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
+                cfg.rollout.n, interleave=True
+            )
+            with _timed(timing, "gen"):
+                batch = self._rollout(batch, seed=cfg.trainer.seed * 100_003 + step)
+            baselines = self._greedy_baselines(examples, step) if cfg.needs_baselines else None
         batch = self._score_and_log_probs(batch, timing)
         with _timed(timing, "adv"):
             batch = self._advantages(batch, baselines, metrics)
         metrics.update(self._update(batch, step, timing))
+        if self._pipeline is not None:
+            with _timed(timing, "sync_weights"):
+                self._pipeline.publish(step)
+                self._pipeline.fill(step + 1)
         self.step = step
         timing["step"] = time.perf_counter() - t_step
         metrics.update(_data_metrics(batch, cfg.data.max_response_len, self.tokenizer.eos_id))
@@ -486,6 +537,8 @@ class PPOTrainer:
                 norm_by_std=alg.norm_adv_by_std,
             ),
         )
+        if POLICY_VERSION in batch.tensors:
+            advantages = self._off_policy_correction(batch, advantages, metrics)
         return batch.union(
             Batch(
                 {
@@ -495,6 +548,28 @@ class PPOTrainer:
                 }
             )
         )
+
+    def _off_policy_correction(
+        self, batch: Batch, advantages: torch.Tensor, metrics: dict[str, Any]
+    ) -> torch.Tensor:
+        """Decoupled PPO for samples an older policy generated: the ratio stays against the
+        proximal (current) log-probs, and each stale token's advantage is weighted by
+        ``min(pi_proximal / pi_behaviour, algorithm.is_cap)``. On-policy rows keep weight 1
+        (their behaviour policy *is* the proximal one), so ``max_staleness = 0`` is exactly
+        the synchronous update."""
+        t = batch.tensors
+        mask = t[C.RESPONSE_MASK].float()
+        weights, tis = truncated_importance_weights(
+            log_prob_behaviour=t[C.ROLLOUT_LOG_PROBS],
+            log_prob_proximal=t[C.OLD_LOG_PROBS],
+            response_mask=mask,
+            cap=self.config.algorithm.is_cap,
+        )
+        stale = (t[POLICY_VERSION] < self.step).unsqueeze(1)
+        metrics.update(tis)
+        gap = (t[C.OLD_LOG_PROBS] - t[C.ROLLOUT_LOG_PROBS]).abs()
+        metrics["async/logprob_gap_mean"] = float(masked_mean(gap, mask))
+        return torch.where(stale, advantages * weights, advantages)
 
     def _update(self, batch: Batch, step: int, timing: dict[str, float]) -> dict[str, Any]:
         """Stage 4: critic, then actor (after ``critic.warmup_steps``), data parallel."""
@@ -647,7 +722,7 @@ class PPOTrainer:
 
         state = {
             "step": self.step,
-            "sampler": self.sampler.state_dict(),
+            "sampler": self._sampler_state(),
             "kl_ctrl": self.kl_ctrl.state_dict(),
             "rng_torch": torch.get_rng_state(),
             "rng_python": list(random.getstate()[1]),
@@ -655,6 +730,15 @@ class PPOTrainer:
         path = self.checkpoints.save(self.step, state, write_parts)
         _log.info("checkpoint saved", step=self.step, path=str(path))
         return path
+
+    def _sampler_state(self) -> dict[str, int]:
+        """The data position of the next step to train (prompts already drawn for steps still
+        in flight are drawn again after a resume)."""
+        if self._pipeline is not None:
+            state = self._pipeline.sampler_state_for(self.step + 1)
+            if state is not None:
+                return state
+        return self.sampler.state_dict()
 
     def _load(self, path: Path) -> None:
         assert self.actor is not None

@@ -43,6 +43,7 @@ from ppo.lm import (
     token_values,
 )
 from ppo.parallel import DataParallelTrainer, join_process_group, micro_batches, worker_device
+from ppo.pipeline import FLAT_WEIGHTS, flat_weights
 from ppo.rollout import HFRolloutEngine, PromptBatch, SamplingParams
 from ppo.scoring import Scorer, check_scores
 from ppo.tasks import TaskExample
@@ -174,6 +175,13 @@ class ActorRolloutWorker:
     def policy_state(self) -> dict[str, Tensor]:
         """Rank 0's policy weights (to initialise the critic's backbone)."""
         return _state_dict(self.model)
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def publish_weights(self, batch: Batch) -> Batch:
+        """One row per input row: this rank's parameters flattened (``flat_weights``), for
+        rollout workers in another pool (async training) to fetch from the object store."""
+        flat = flat_weights(self.model)
+        return Batch({FLAT_WEIGHTS: flat[None].expand(len(batch), -1).contiguous()})
 
     # --------------------------------------------------------------- rollout
     @register(Dispatch.DP_COMPUTE_PROTO)

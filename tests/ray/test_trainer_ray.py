@@ -9,6 +9,7 @@ import torch
 
 from ppo import ActorRolloutWorker, PPOTrainer
 from ppo.metrics import read_metrics
+from ppo.pipeline import RolloutWorker, flat_weights
 from runtime_ray import RayBackend
 from tests.trainer_support import save_tiny_model, tiny_config, varied_reward
 
@@ -91,3 +92,37 @@ def _model_kind(worker: ActorRolloutWorker) -> str:
 
 def _first_weight(worker: ActorRolloutWorker) -> torch.Tensor:
     return next(worker.model.parameters()).detach().clone()
+
+
+def test_async_rollouts_in_their_own_process_get_the_weights(
+    backend: RayBackend, tmp_path: Path
+) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        [
+            "trainer.mode='async'",
+            "async.max_staleness=1",
+            "trainer.total_steps=3",
+            "trainer.test_freq=0",
+        ],
+    )
+    with PPOTrainer(backend=backend, config=cfg, reward_fn=varied_reward) as trainer:
+        rows = trainer.fit()
+        assert trainer.actor is not None
+        assert trainer.rollout is not None
+        actor_pid = trainer.actor.run_function(_pid)[0]
+        rollout_pid = trainer.rollout.run_function(_pid)[0]
+        actor_w = trainer.actor.run_function(_actor_flat)[0]
+        rollout_w, version = trainer.rollout.run_function(_rollout_flat)[0]
+    assert actor_pid != rollout_pid
+    assert [r["async/staleness_max"] for r in rows] == [0.0, 1.0, 1.0]
+    assert version == 3
+    assert torch.equal(actor_w, rollout_w)  # the last update reached the rollout worker
+
+
+def _actor_flat(worker: ActorRolloutWorker) -> torch.Tensor:
+    return flat_weights(worker.model)
+
+
+def _rollout_flat(worker: RolloutWorker) -> tuple[torch.Tensor, int]:
+    return flat_weights(worker.engine.model), worker.engine.weights_version

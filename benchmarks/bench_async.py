@@ -1,0 +1,150 @@
+"""Synchronous against asynchronous training on the demo task, side by side in one run.
+
+Runs ``configs/demo.toml`` on a local Ray cluster three times with the same seeds:
+
+* ``sync``: two data-parallel actor ranks that generate, then train (the demo);
+* ``async s=1`` and ``async s=2``: one actor rank that trains while one rollout rank (its own
+  process) generates up to ``s`` policy versions ahead.
+
+Both layouts use two processes, so each gets the machine's two cores. Reported per run: wall
+seconds from the first step until validation accuracy first reaches 0.80 (checked every
+``--test-freq`` steps), samples per second, and the final accuracy. The targets (from the async
+issue): async reaches 0.80 at least 1.3x sooner than sync, and ends no more than 2 points below
+it. Writes ``benchmarks/results/async.json`` and ``docs/async_vs_sync.png`` (accuracy against
+wall time).
+
+    .venv/bin/python benchmarks/bench_async.py [--steps 400] [--test-freq 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ppo import PPOTrainer, load_config  # noqa: E402
+from rlrun import build_backend  # noqa: E402
+
+RUNS: dict[str, list[str]] = {
+    "sync": ["resources.actor_ranks=2"],
+    "async s=1": [
+        "trainer.mode='async'",
+        "async.max_staleness=1",
+        "resources.actor_ranks=1",
+        "actor.mini_batches=2",
+    ],
+    "async s=2": [
+        "trainer.mode='async'",
+        "async.max_staleness=2",
+        "resources.actor_ranks=1",
+        "actor.mini_batches=2",
+    ],
+}
+TARGET = 0.80
+
+
+def run_one(name: str, steps: int, test_freq: int, run_dir: Path) -> dict[str, Any]:
+    overrides = [
+        *RUNS[name],
+        f"trainer.total_steps={steps}",
+        f"trainer.test_freq={test_freq}",
+        f"trainer.run_dir={str(run_dir)!r}",
+        "trainer.resume='off'",
+        "trainer.progress=false",
+        "trainer.save_freq=0",
+    ]
+    config = load_config(REPO / "configs" / "demo.toml", overrides)
+    stamps: dict[int, float] = {}
+    backend = build_backend("ray")
+    try:
+        with PPOTrainer(
+            backend=backend,
+            config=config,
+            on_step=lambda row: stamps.__setitem__(int(row["step"]), time.perf_counter()),
+        ) as trainer:
+            trainer.init_workers()
+            start = time.perf_counter()
+            history = trainer.fit()
+    finally:
+        backend.shutdown()
+    curve = [
+        (round(stamps.get(r["step"], start) - start, 2), r["val/accuracy"])
+        for r in history
+        if "val/accuracy" in r
+    ]
+    reach = next((t for t, acc in curve if acc >= TARGET), None)
+    train_s = stamps[steps] - start
+    samples = steps * config.data.prompts_per_step * config.rollout.n
+    return {
+        "run": name,
+        "steps": steps,
+        "seconds_to_0.80": reach,
+        "train_seconds": round(train_s, 1),
+        "samples_per_s": round(samples / train_s, 1),
+        "val_final": curve[-1][1],
+        "curve": curve,
+    }
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for r in results:
+        xs, ys = zip(*r["curve"], strict=True)
+        ax.plot(xs, ys, marker=".", label=r["run"])
+    ax.axhline(TARGET, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("wall time since the first step (s)")
+    ax.set_ylabel("validation accuracy (greedy)")
+    ax.set_title("GRPO on addition: sync vs async rollouts (2 processes each)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--test-freq", type=int, default=20)
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    results = [
+        run_one(name, args.steps, args.test_freq, REPO / "runs" / f"bench_async_{i}")
+        for i, name in enumerate(RUNS)
+    ]
+    sync = results[0]
+    print(f"{'run':<10} {'s to 0.80':>9} {'speed-up':>8} {'samples/s':>9} {'val end':>7}")
+    for r in results:
+        speedup = (
+            sync["seconds_to_0.80"] / r["seconds_to_0.80"]
+            if sync["seconds_to_0.80"] and r["seconds_to_0.80"]
+            else None
+        )
+        r["speedup_to_0.80"] = round(speedup, 2) if speedup else None
+        reach = r["seconds_to_0.80"]
+        print(
+            f"{r['run']:<10} {reach if reach is not None else 'never':>9} "
+            f"{speedup or float('nan'):8.2f} {r['samples_per_s']:9.1f} {r['val_final']:7.3f}"
+        )
+    out = REPO / "benchmarks" / "results" / "async.json"
+    out.write_text(json.dumps({"target": TARGET, "runs": results}, indent=2))
+    plot(results, REPO / "docs" / "async_vs_sync.png")
+    print(f"wrote {out.relative_to(REPO)} and docs/async_vs_sync.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
