@@ -53,6 +53,7 @@ from ppo.metrics import MetricsWriter, summary_line
 
 if TYPE_CHECKING:
     from mlflow.entities import RunOperations
+    from torch.utils.tensorboard import SummaryWriter
 
 __all__ = [
     "TRACKER_EXTRAS",
@@ -172,27 +173,45 @@ class JsonlTracker:
 
 
 class TensorBoardTracker:
-    """Scalars (one tag per metric name) and the configuration as text, in ``log_dir``."""
+    """Scalars (one tag per metric name) and the configuration as text, in ``log_dir``.
+
+    The event writer opens at the first ``log(row, step)`` with ``purge_step=step``, so after a
+    resume TensorBoard drops the events an earlier, interrupted run wrote for steps at or past
+    the resumed one, as ``metrics.jsonl`` drops its rows (a fresh run starts at step 0 and
+    supersedes everything earlier in ``log_dir``).
+    """
 
     def __init__(self, log_dir: str | Path) -> None:
         _require("tensorboard")
-        from torch.utils.tensorboard import SummaryWriter
-
         self.log_dir = Path(log_dir)
-        self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        self._config_text: str | None = None
+        self._writer: SummaryWriter | None = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         lines = ["| parameter | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(params.items())]
-        self._writer.add_text("config", "\n".join(lines), global_step=0)
+        self._config_text = "\n".join(lines)
+        if self._writer is not None:
+            self._writer.add_text("config", self._config_text, global_step=0)
 
     def log(self, row: Mapping[str, Any], step: int) -> None:
+        if self._writer is None:
+            self._writer = self._open(step)
         for key, value in scalar_items(row):
             self._writer.add_scalar(key, value, global_step=step)
         self._writer.flush()
 
+    def _open(self, first_step: int) -> SummaryWriter:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=first_step)
+        if self._config_text is not None:
+            writer.add_text("config", self._config_text, global_step=first_step)
+        return writer
+
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 class WandbTracker:

@@ -191,6 +191,26 @@ def test_tensorboard_events_hold_the_same_metrics(tiny_run: TinyRun) -> None:
     assert "| trainer.total_steps | 3 |" in text
 
 
+def test_tensorboard_after_a_resume_shows_each_step_once(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ppo.trackers import TensorBoardTracker
+
+    crashed = TensorBoardTracker(tmp_path)  # an interrupted run: steps 0-5, checkpoint at 2
+    for step in range(6):
+        crashed.log({"step": step, "critic/score/mean": 0.1 * step}, step)
+    crashed.close()
+    resumed = TensorBoardTracker(tmp_path)
+    for step in (3, 4):
+        resumed.log({"step": step, "critic/score/mean": 1.0 + step}, step)
+    resumed.close()
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    points = [(e.step, round(e.value, 4)) for e in acc.Scalars("critic/score/mean")]
+    assert points == [(0, 0.0), (1, 0.1), (2, 0.2), (3, 4.0), (4, 5.0)]
+
+
 def _wandb_records(path: Path) -> list[bytes]:
     """The records of a W&B run file (a LevelDB-style log: 32 KiB blocks of framed chunks)."""
     data = path.read_bytes()
