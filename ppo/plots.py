@@ -182,54 +182,11 @@ def _pyplot() -> Any:
 def build_figure(runs: Sequence[RunSeries], *, title: str) -> Figure:
     """The multi-panel figure of ``runs`` (one colour per run). The caller closes it."""
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
     fig: Figure
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = ("-", "--", ":")
     for ax, panel in zip(axes.flat, PANELS, strict=True):
-        right = ax.twinx() if any(c.right_axis for c in panel.curves) else None
-        drawn = 0
-        for r, run in enumerate(runs):
-            color = colors[r % len(colors)]
-            for c, curve in enumerate(panel.curves):
-                steps, values = series(run.rows, curve.keys)
-                if not steps:
-                    continue
-                target = right if curve.right_axis and right is not None else ax
-                label = curve.label if len(runs) == 1 else f"{run.label}: {curve.label}"
-                style = styles[c % len(styles)]
-                if curve.smooth and len(values) >= 10:
-                    if curve.raw:
-                        target.plot(steps, values, style, color=color, alpha=0.25, linewidth=0.8)
-                    smoothed = ema(values, auto_weight(len(values)))
-                    target.plot(steps, smoothed, style, color=color, label=label)
-                else:
-                    target.plot(steps, values, style, color=color, marker=curve.marker, label=label)
-                drawn += 1
-        ax.set_title(panel.title)
-        ax.set_xlabel("step")
-        ax.set_ylabel(panel.ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if right is not None:
-            right.set_ylabel(panel.right_ylabel)
-            right.set_visible(bool(right.get_lines()))
-        if panel.unit_interval:
-            ax.set_ylim(-0.02, 1.02)
-        if drawn:
-            handles, labels = ax.get_legend_handles_labels()
-            if right is not None:
-                more_handles, more_labels = right.get_legend_handles_labels()
-                handles, labels = handles + more_handles, labels + more_labels
-            ax.legend(handles, labels, loc="best", fontsize="x-small", framealpha=0.6)
-        else:
-            names = ", ".join(c.keys[0] for c in panel.curves)
-            ax.text(
-                0.5, 0.5, f"not in this run:\n{names}", ha="center", va="center",
-                transform=ax.transAxes, color="gray",
-            )  # fmt: skip
+        _draw_panel(ax, panel, runs, colors)
     fig.suptitle(title)
     fig.text(
         0.5, 0.005,
@@ -241,17 +198,66 @@ def build_figure(runs: Sequence[RunSeries], *, title: str) -> Figure:
     return fig
 
 
+def _draw_panel(ax: Any, panel: Panel, runs: Sequence[RunSeries], colors: Sequence[str]) -> None:
+    """Draw ``panel`` on ``ax``: each run's curves in the run's colour, one line style per
+    curve; a note instead when no run has any of the panel's metrics."""
+    from matplotlib.ticker import MaxNLocator
+
+    right = ax.twinx() if any(c.right_axis for c in panel.curves) else None
+    for r, run in enumerate(runs):
+        for c, curve in enumerate(panel.curves):
+            steps, values = series(run.rows, curve.keys)
+            if not steps:
+                continue
+            target = right if curve.right_axis and right is not None else ax
+            label = curve.label if len(runs) == 1 else f"{run.label}: {curve.label}"
+            style = dict(color=colors[r % len(colors)], linestyle=("-", "--", ":")[c % 3])
+            if curve.smooth and len(values) >= 10:
+                if curve.raw:
+                    target.plot(steps, values, alpha=0.25, linewidth=0.8, **style)
+                target.plot(steps, ema(values, auto_weight(len(values))), label=label, **style)
+            else:
+                target.plot(steps, values, marker=curve.marker, label=label, **style)
+    ax.set_title(panel.title)
+    ax.set_xlabel("step")
+    ax.set_ylabel(panel.ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if panel.unit_interval:
+        ax.set_ylim(-0.02, 1.02)
+    handles, labels = ax.get_legend_handles_labels()
+    if right is not None:
+        right.set_ylabel(panel.right_ylabel)
+        right.set_visible(bool(right.get_lines()))
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    if handles:
+        ax.legend(handles, labels, loc="best", fontsize="x-small", framealpha=0.6)
+    else:
+        names = ", ".join(c.keys[0] for c in panel.curves)
+        ax.text(
+            0.5, 0.5, f"not in this run:\n{names}", ha="center", va="center",
+            transform=ax.transAxes, color="gray",
+        )  # fmt: skip
+
+
 def plot_runs(runs: Sequence[RunSeries], out_path: str | Path, *, title: str) -> Path:
-    """Write the figure of ``runs`` to ``out_path`` (PNG; the parent directory must exist)."""
+    """Write the figure of ``runs`` to ``out_path`` (PNG; the parent directory must exist).
+
+    The file is replaced atomically, so a run killed while drawing keeps its previous figure.
+    """
     if not runs:
         raise ValueError("plot_runs needs at least one run")
     plt = _pyplot()
     fig = build_figure(runs, title=title)
     out = Path(out_path)
+    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        fig.savefig(out, dpi=100)
+        fig.savefig(tmp, dpi=100, format="png")
+        tmp.replace(out)
     finally:
         plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -130,6 +130,7 @@ def test_plot_reward_curve_is_reexported_and_writes_a_png(tmp_path: Path) -> Non
     assert out == tmp_path / "fig.png"
     height, width = matplotlib.image.imread(str(out)).shape[:2]
     assert (width, height) == (1500, 750)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png", "metrics.jsonl"]  # no temp
     assert plot_reward_curve(tmp_path / "missing.jsonl", tmp_path / "no.png") is None
 
 
