@@ -53,6 +53,18 @@ def _check(cond: bool, field: str, value: object, need: str) -> None:
         raise ConfigError(f"config field {field} = {value!r} is invalid: {need}")
 
 
+def _names_tuple(value: object) -> tuple[str, ...]:
+    """A TOML array (or one bare name) as a tuple; anything else is rejected by ``validate``."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    raise ConfigError(
+        f"config field trainer.loggers = {value!r} has the wrong type; "
+        'expected a list of tracker names such as ["console", "tensorboard"]'
+    )
+
+
 #: The architecture built when ``model.path`` is unset: a 2-layer Llama-style decoder
 #: (RoPE, RMSNorm, SwiGLU, tied embeddings), ~90k parameters with the shipped tokenizer.
 #: ``vocab_size``, the special token ids and ``max_position_embeddings`` come from the
@@ -422,6 +434,9 @@ class TrainerConfig:
     seed: int = 0
     progress: bool = True
     call_timeout: float | None = 600.0
+    #: Trackers for each step's metrics (see :mod:`ppo.trackers`); ``metrics.jsonl`` is always
+    #: written (resume and the figure read it), so ``"jsonl"`` may be left out.
+    loggers: tuple[str, ...] = attrs.field(default=("console", "jsonl"), converter=_names_tuple)
     mode: str = "sync"
 
     def validate(self, p: str) -> None:
@@ -443,6 +458,24 @@ class TrainerConfig:
             self.call_timeout,
             "must be > 0",
         )
+        self._validate_loggers(f"{p}.loggers")
+
+    def _validate_loggers(self, path: str) -> None:
+        from ppo.trackers import TRACKER_NAMES, missing_extra
+
+        for name in self.loggers:
+            _check(
+                isinstance(name, str) and name in TRACKER_NAMES,
+                path,
+                list(self.loggers),
+                f"{name!r} is not a tracker; choose from {list(TRACKER_NAMES)}",
+            )
+        dupes = sorted({n for n in self.loggers if self.loggers.count(n) > 1})
+        _check(not dupes, path, list(self.loggers), f"{dupes} listed more than once")
+        for name in self.loggers:
+            message = missing_extra(name)
+            if message is not None:
+                raise ConfigError(message)
 
 
 @attrs.frozen(kw_only=True)

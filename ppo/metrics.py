@@ -1,4 +1,7 @@
-"""Metrics output: ``metrics.jsonl`` (one JSON object per step) and ``reward_curve.png``."""
+"""Metrics output: ``metrics.jsonl`` (one JSON object per step) and the per-step summary line.
+
+The figures live in :mod:`ppo.plots`; ``plot_reward_curve`` is re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -35,60 +38,60 @@ class MetricsWriter:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` file, in order ([] if the file does not exist).
+
+    A last line cut short by an interrupted write is skipped; any other bad line raises
+    ``json.JSONDecodeError`` (a ``ValueError``) naming its position.
+    """
     p = Path(path)
     if not p.is_file():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    text = p.read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1 and not text.endswith("\n"):
+                break  # a last row cut short by an interrupted write
+            raise
+    return rows
 
 
 def summary_line(row: Mapping[str, Any]) -> str:
-    """The one-line per-step summary printed under the progress bar."""
-    parts = [f"step {int(row['step']):4d}", f"reward {row.get('reward/mean', float('nan')):.3f}"]
-    if "val/accuracy" in row:
-        parts.append(f"val_acc {row['val/accuracy']:.3f}")
-    for key, label in (
-        ("actor/pg_clipfrac", "clip"),
-        ("actor/ppo_kl", "kl"),
-        ("critic/vf_loss", "vf"),
-    ):
-        if key in row:
-            parts.append(f"{label} {row[key]:.4f}")
-    parts.append(f"len {row.get('response_length/mean', float('nan')):.2f}")
-    parts.append(f"{row.get('timing/step_s', float('nan')):.2f}s")
+    """The one-line per-step summary printed under the progress bar.
+
+    Reads verl's metric names (``critic/score/mean``, ``timing_s/step``...) and, for rows
+    written before the rename, the old ones (``reward/mean``, ``timing/step_s``); a metric
+    absent from ``row`` is left out of the line.
+    """
+    parts = [f"step {int(row.get('step', 0)):4d}"]
+    for keys, label, fmt in _SUMMARY_FIELDS:
+        value = next((row[k] for k in keys if row.get(k) is not None), None)
+        if isinstance(value, int | float):
+            parts.append(f"{label} {value:{fmt}}")
+    time_s = next((row[k] for k in ("timing_s/step", "timing/step_s") if row.get(k)), None)
+    if isinstance(time_s, int | float):
+        parts.append(f"{time_s:.2f}s")
     return " | ".join(parts)
+
+
+#: (metric names, newest first; label; format) of the fields in :func:`summary_line`.
+_SUMMARY_FIELDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("critic/score/mean", "reward/mean"), "reward", ".3f"),
+    (("val/accuracy",), "val_acc", ".3f"),
+    (("actor/pg_clipfrac",), "clip", ".4f"),
+    (("actor/ppo_kl",), "kl", ".4f"),
+    (("critic/vf_loss",), "vf", ".4f"),
+    (("response_length/mean",), "len", ".2f"),
+)
 
 
 def plot_reward_curve(
     metrics_path: str | Path, out_path: str | Path, *, title: str = ""
 ) -> Path | None:
-    """Plot training reward and validation accuracy per step; None if matplotlib is missing."""
-    try:
-        import matplotlib
+    """Moved to :func:`ppo.plots.plot_reward_curve` (kept here for existing imports)."""
+    from ppo.plots import plot_reward_curve as plot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    rows = read_metrics(metrics_path)
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [r["step"] for r in rows if r.get("reward/mean") is not None]
-    ax.plot(
-        steps,
-        [r["reward/mean"] for r in rows if r.get("reward/mean") is not None],
-        label="train reward (mean)",
-    )
-    val = [(r["step"], r["val/accuracy"]) for r in rows if r.get("val/accuracy") is not None]
-    if val:
-        ax.plot([s for s, _ in val], [v for _, v in val], "o-", label="validation accuracy")
-    ax.set_xlabel("step")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title(title or "PPO/GRPO training")
-    fig.tight_layout()
-    out = Path(out_path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return plot(metrics_path, out_path, title=title)

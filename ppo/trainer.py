@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,8 +49,9 @@ from ppo.checkpoint import CheckpointManager
 from ppo.config import ConfigError, PPOConfig, config_to_dict
 from ppo.data_check import check_prompt_lengths, config_field, load_examples
 from ppo.lm import check_model_fits
-from ppo.metrics import MetricsWriter, plot_reward_curve, read_metrics, summary_line
+from ppo.metrics import MetricsWriter, read_metrics
 from ppo.pipeline import POLICY_VERSION, RolloutPipeline, RolloutWorker
+from ppo.plots import PlotUnavailableError, RunSeries, plot_runs
 from ppo.resume_check import check_resume
 from ppo.rundir import (
     check_not_file,
@@ -60,6 +63,7 @@ from ppo.rundir import (
 from ppo.scoring import RewardFnScorer, Scorer
 from ppo.tasks import RewardFn, Task, TaskExample, get_task, make_dataset
 from ppo.tokenizer import Tokenizer, as_tokenizer, load_tokenizer
+from ppo.trackers import Tracker, flatten_params, make_trackers
 from ppo.warmup import encode_prompts, example_prompt
 from ppo.workers import ActorRolloutWorker, CriticWorker, RewardWorker
 from runtime import Backend, Batch, BatchFuture, ResourcePool, WorkerGroup, WorkerSpec, fuse
@@ -134,7 +138,9 @@ class PPOTrainer:
     :class:`ppo.tokenizer.Tokenizer`) overrides ``tokenizer.path`` / ``model.path``;
     ``actor_spec`` / ``critic_spec`` / ``reward_spec`` replace a role's worker with a user
     subclass of :class:`ActorRolloutWorker` / :class:`CriticWorker` / :class:`RewardWorker`
-    (build them with ``WorkerSpec.of(MyActor, config, tokenizer)``).
+    (build them with ``WorkerSpec.of(MyActor, config, tokenizer)``). ``trackers`` (any
+    :class:`ppo.trackers.Tracker`) receive the configuration and every metrics row, next to the
+    ones named by ``trainer.loggers``; :meth:`close` closes them all.
     """
 
     def __init__(
@@ -152,6 +158,7 @@ class PPOTrainer:
         actor_spec: WorkerSpec[Any] | None = None,
         critic_spec: WorkerSpec[Any] | None = None,
         reward_spec: WorkerSpec[Any] | None = None,
+        trackers: Sequence[Tracker] = (),
     ) -> None:
         if not isinstance(backend, Backend):
             raise TypeError(f"backend must implement runtime.Backend, got {type(backend).__name__}")
@@ -199,6 +206,20 @@ class PPOTrainer:
         self.checkpoints = CheckpointManager(self.run_dir, config.trainer.keep_last)
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
         self.on_step = on_step
+        self._data_label = _data_label(
+            self.task.name, data.train_jsonl, explicit=train_examples is not None
+        )
+        config_dict = config_to_dict(config)
+        self.trackers: list[Tracker] = make_trackers(
+            config.trainer.loggers,
+            self.run_dir,
+            run_name=self.run_dir.resolve().name,
+            config_dict=config_dict,
+        )
+        for tracker in trackers:
+            tracker.log_params(flatten_params(config_dict))
+            self.trackers.append(tracker)
+        self._plot_warned = False
         self.step = 0
         self.actor: WorkerGroup[ActorRolloutWorker] | None = None
         self.critic: WorkerGroup[CriticWorker] | None = None
@@ -377,6 +398,9 @@ class PPOTrainer:
         self._groups.clear()
         self.actor = self.critic = self.reward = self.rollout = None
         self._pipeline = None
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.close()
 
     def __enter__(self) -> PPOTrainer:
         return self
@@ -636,6 +660,7 @@ class PPOTrainer:
         self.metrics.truncate_after(self.step)
         history: list[dict[str, Any]] = []
         start, status = time.perf_counter(), "failed"
+        stop = _StopRequest()
         bar = tqdm(
             total=cfg.total_steps,
             initial=self.step,
@@ -645,12 +670,14 @@ class PPOTrainer:
             dynamic_ncols=True,
         )
         try:
+            stop.install()
             if self.step == 0 and cfg.test_freq > 0:
                 row = {"step": 0, **self.validate()}
-                self.metrics.write(row)
+                self._log_row(row)
                 history.append(row)
-                tqdm.write(f"step    0 | val_acc {row['val/accuracy']:.3f} (after warm-up)")
             while self.step < cfg.total_steps:
+                if stop.requested:
+                    raise KeyboardInterrupt
                 row = self.train_step()
                 last = self.step == cfg.total_steps
                 if cfg.test_freq > 0 and (self.step % cfg.test_freq == 0 or last):
@@ -659,12 +686,10 @@ class PPOTrainer:
                 if cfg.save_freq > 0 and (self.step % cfg.save_freq == 0 or last):
                     with _timed(row, "timing_s/save_checkpoint"):
                         self.save_checkpoint()
-                self.metrics.write(row)
+                self._log_row(row)
                 history.append(row)
                 bar.update(1)
                 bar.set_postfix(reward=f"{row['critic/score/mean']:.3f}")
-                if cfg.progress:
-                    tqdm.write(summary_line(row))
                 if self.on_step is not None:
                     self.on_step(row)
             status = "completed"
@@ -672,6 +697,7 @@ class PPOTrainer:
             status = "interrupted"
             raise
         finally:
+            stop.uninstall()
             bar.close()
             self._finish(status, time.perf_counter() - start)
         self.export_pretrained(self.run_dir / "hf_model")
@@ -681,16 +707,7 @@ class PPOTrainer:
         """Write ``reward_curve.png`` and ``summary.json``, also when the run stopped early
         (a failure here is logged, never raised over the run's own exception)."""
         try:
-            plot = plot_reward_curve(
-                self.run_dir / "metrics.jsonl",
-                self.run_dir / "reward_curve.png",
-                title=self._title(),
-            )
-            if plot is None:
-                _log.warning(
-                    "reward_curve.png not written: matplotlib is not installed "
-                    "(pip install 'rlruntime[plot]') or there are no metrics yet"
-                )
+            self._write_figure()
             vals = [
                 r["val/accuracy"]
                 for r in read_metrics(self.run_dir / "metrics.jsonl")
@@ -711,10 +728,32 @@ class PPOTrainer:
         except Exception as exc:  # the run's own outcome matters more than its summary
             _log.warning("summary.json or the plot could not be written", error=repr(exc))
 
+    def _log_row(self, row: dict[str, Any]) -> None:
+        """Hand ``row`` to every tracker; after a validation, redraw ``reward_curve.png``."""
+        for tracker in self.trackers:
+            tracker.log(row, int(row["step"]))
+        if row.get("val/accuracy") is not None:
+            self._write_figure()
+
+    def _write_figure(self) -> None:
+        rows = read_metrics(self.metrics.path)
+        if not rows:
+            return
+        try:
+            plot_runs(
+                [RunSeries(self.run_dir.name, rows)],
+                self.run_dir / "reward_curve.png",
+                title=self._title(),
+            )
+        except PlotUnavailableError as exc:
+            if not self._plot_warned:
+                _log.warning("reward_curve.png not written", reason=str(exc))
+                self._plot_warned = True
+
     def _title(self) -> str:
         c = self.config
         ranks = c.resources.actor_ranks
-        return f"{c.algorithm.adv_estimator} on {self.task.name} ({ranks} actor rank(s))"
+        return f"{c.algorithm.adv_estimator} on {self._data_label} ({ranks} actor rank(s))"
 
     # ------------------------------------------------------------------ checkpoints
     def export_pretrained(self, directory: str | Path) -> Path:
@@ -807,6 +846,42 @@ class PPOTrainer:
         self.kl_ctrl.load_state_dict(state["kl_ctrl"])
         torch.set_rng_state(state["rng_torch"])
         _log.info("resumed", step=self.step, path=str(path))
+
+
+def _data_label(task_name: str, train_jsonl: str | None, *, explicit: bool) -> str:
+    """What the run trains on, for the figure's title: the JSONL file, or the task."""
+    if explicit:
+        return f"user-supplied examples (task {task_name})"
+    if train_jsonl:
+        return Path(train_jsonl).name
+    return f"task {task_name}"
+
+
+class _StopRequest:
+    """Ctrl-C during :meth:`PPOTrainer.fit` stops the run *between* steps: the first SIGINT
+    only sets a flag (a KeyboardInterrupt raised at an arbitrary point can be swallowed by a
+    library, e.g. inside a garbage-collection callback while plotting), and restores the
+    previous handler so a second Ctrl-C interrupts at once. A no-op outside the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+        _log.warning("stopping after this step (press Ctrl-C again to stop now)")
+
+    def uninstall(self) -> None:
+        if self._previous is not None and not self.requested:
+            signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ Exit status: 0 when training completed; 2 with one ``error: ...`` line for bad i
 line, config, data, run directory, checkpoint, a reward function's bad value); 130 with one line
 saying how to resume on Ctrl-C. Log lines (``--log-format console|json``) are written through
 the progress bar, so they never break it.
+``python -m rlrun plot <run_dir> [<run_dir> ...]`` draws or overlays runs (:mod:`rlrun.plot`).
 """
 
 from __future__ import annotations
@@ -198,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rlrun import export
 
         return export.main(argv[1:])
+    if argv[:1] == ["plot"]:  # `python -m rlrun plot <run_dir> ...`: see rlrun/plot.py
+        from rlrun import plot
+
+        return plot.main(argv[1:])
     args = _parser().parse_intermixed_args(argv)
     _configure_logging(args.verbose, args.log_format)
     log = structlog.get_logger("rlrun")

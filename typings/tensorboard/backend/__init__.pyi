@@ -1,0 +1,1 @@
+"""Stub package: only the surface our tests use (tensorboard ships no type information)."""
