@@ -35,7 +35,8 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     """The shipped tokenizer, built from scratch."""
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + CHARACTERS)}
     raw = RawTokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    # Any one character, the newline included ("." alone would leave runs of newlines whole).
+    raw.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     raw.decoder = decoders.Fuse()
     raw.add_special_tokens(list(SPECIAL_TOKENS))
     raw.post_processor = processors.TemplateProcessing(

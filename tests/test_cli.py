@@ -156,7 +156,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(run_dir: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "rlrun", *argv],
         cwd=REPO,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,  # one console line per step: a pipe nobody reads would fill
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -7,7 +7,7 @@ import string
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
@@ -44,6 +44,8 @@ def test_vocabulary_layout() -> None:
 
 
 @given(st.text(alphabet=st.sampled_from(CHARACTERS), max_size=40))
+@example("\n\n")  # runs of newlines once came out as one unknown token
+@example("a  b")
 def test_encode_decode_round_trip(text: str) -> None:
     ids = TOK.encode_text(text)
     assert len(ids) == len(text)
