@@ -59,7 +59,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("missing reward module", ["data.reward_fn='nomod:f'"], r"data\.reward_fn = 'nomod:f'"),
     ("rloo with n=1", ["algorithm.adv_estimator='rloo'", "rollout.n=1"], r"rollout\.n = 1"),
     ("prompt too long", ["data.max_prompt_len=3"], r"data\.max_prompt_len = 3.*BOS"),
-    ("unknown backend", ["--backend", "nope"], r"--backend.*'nope'.*'ray', 'inprocess'"),
+    ("unknown backend", ["--backend", "nope"], r"--backend.*'nope'.*'ray', 'monarch', 'inprocess'"),
     ("unknown flag", ["--nope"], r"unrecognized arguments: --nope"),
 ]
 
