@@ -37,7 +37,7 @@ from ppo import columns as C
 from ppo.config import PPOConfig
 from ppo.lm import autocast, build_policy
 from ppo.parallel import worker_device
-from ppo.rollout import HFRolloutEngine, PromptBatch, SamplingParams
+from ppo.rollout import HFRolloutEngine, PromptBatch, RolloutEngine, SamplingParams
 from ppo.tokenizer import Tokenizer
 from runtime import Batch, BatchFuture, Dispatch, WorkerGroup, register
 
@@ -47,6 +47,7 @@ __all__ = [
     "RolloutWorker",
     "StalenessError",
     "flat_weights",
+    "generate_rollout",
     "load_flat",
 ]
 
@@ -125,32 +126,45 @@ class RolloutWorker:
     @register(Dispatch.DP_COMPUTE_PROTO)
     def generate(self, batch: Batch) -> Batch:
         """As :meth:`ppo.workers.ActorRolloutWorker.generate`, plus ``policy_version``."""
-        rc = self.config.rollout
-        params = SamplingParams(
-            max_new_tokens=self.config.data.max_response_len,
-            temperature=rc.temperature,
-            top_p=rc.top_p,
-            top_k=rc.top_k,
-            greedy=bool(batch.meta.get(C.GREEDY, False)),
-        )
-        prompts = PromptBatch(
-            ids=batch.tensors[C.PROMPT_IDS],
-            mask=batch.tensors[C.PROMPT_MASK],
-            seeds=batch.tensors[C.ROLLOUT_SEED],
-        )
-        with autocast(self.device, self.config.model.dtype):
-            out = self.engine.generate(prompts, params)
+        out = generate_rollout(self.engine, batch, self.config, self.device)
         version = torch.full((len(batch),), self.engine.weights_version, dtype=torch.long)
-        return Batch(
-            {
-                C.INPUT_IDS: out.sequences.cpu(),
-                C.ATTENTION_MASK: out.attention_mask.cpu(),
-                C.RESPONSES: out.responses.cpu(),
-                C.RESPONSE_MASK: out.response_mask.cpu(),
-                C.ROLLOUT_LOG_PROBS: out.log_probs.cpu(),
-                POLICY_VERSION: version,
-            }
-        )
+        return out.union(Batch({POLICY_VERSION: version}))
+
+
+def generate_rollout(
+    engine: RolloutEngine, batch: Batch, config: PPOConfig, device: torch.device
+) -> Batch:
+    """One rank's rollout: a response per row of ``prompt_ids``/``prompt_mask`` (left padded),
+    row ``i`` sampled from ``rollout_seed[i]``; ``meta`` may set ``temperature`` and
+    ``greedy``. Returns ``input_ids``, ``attention_mask``, ``responses``, ``response_mask`` and
+    ``rollout_log_probs`` (CPU)."""
+    rc = config.rollout
+    temperature = batch.meta.get(C.TEMPERATURE, rc.temperature)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise TypeError(f"batch.meta[{C.TEMPERATURE!r}] must be a number, got {temperature!r}")
+    params = SamplingParams(
+        max_new_tokens=config.data.max_response_len,
+        temperature=float(temperature),
+        top_p=rc.top_p,
+        top_k=rc.top_k,
+        greedy=bool(batch.meta.get(C.GREEDY, False)),
+    )
+    prompts = PromptBatch(
+        ids=batch.tensors[C.PROMPT_IDS],
+        mask=batch.tensors[C.PROMPT_MASK],
+        seeds=batch.tensors[C.ROLLOUT_SEED],
+    )
+    with autocast(device, config.model.dtype):
+        out = engine.generate(prompts, params)
+    return Batch(
+        {
+            C.INPUT_IDS: out.sequences.cpu(),
+            C.ATTENTION_MASK: out.attention_mask.cpu(),
+            C.RESPONSES: out.responses.cpu(),
+            C.RESPONSE_MASK: out.response_mask.cpu(),
+            C.ROLLOUT_LOG_PROBS: out.log_probs.cpu(),
+        }
+    )
 
 
 class StalenessError(RuntimeError):

@@ -43,8 +43,8 @@ from ppo.lm import (
     token_values,
 )
 from ppo.parallel import DataParallelTrainer, join_process_group, micro_batches, worker_device
-from ppo.pipeline import FLAT_WEIGHTS, flat_weights
-from ppo.rollout import HFRolloutEngine, PromptBatch, SamplingParams
+from ppo.pipeline import FLAT_WEIGHTS, flat_weights, generate_rollout
+from ppo.rollout import HFRolloutEngine
 from ppo.scoring import Scorer, check_scores
 from ppo.tasks import TaskExample
 from ppo.tokenizer import Tokenizer
@@ -190,30 +190,7 @@ class ActorRolloutWorker:
         sampled from ``rollout_seed[i]``. ``meta``: ``temperature``, ``greedy``. Returns
         ``input_ids``, ``attention_mask``, ``responses``, ``response_mask``,
         ``rollout_log_probs``."""
-        rc = self.config.rollout
-        params = SamplingParams(
-            max_new_tokens=self.config.data.max_response_len,
-            temperature=_meta_number(batch, C.TEMPERATURE, rc.temperature),
-            top_p=rc.top_p,
-            top_k=rc.top_k,
-            greedy=bool(batch.meta.get(C.GREEDY, False)),
-        )
-        prompts = PromptBatch(
-            ids=batch.tensors[C.PROMPT_IDS],
-            mask=batch.tensors[C.PROMPT_MASK],
-            seeds=batch.tensors[C.ROLLOUT_SEED],
-        )
-        with autocast(self.device, self.config.model.dtype):
-            out = self.engine.generate(prompts, params)
-        return Batch(
-            {
-                C.INPUT_IDS: out.sequences.cpu(),
-                C.ATTENTION_MASK: out.attention_mask.cpu(),
-                C.RESPONSES: out.responses.cpu(),
-                C.RESPONSE_MASK: out.response_mask.cpu(),
-                C.ROLLOUT_LOG_PROBS: out.log_probs.cpu(),
-            }
-        )
+        return generate_rollout(self.engine, batch, self.config, self.device)
 
     def _log_probs(
         self, model: nn.Module, batch: Batch, *, with_entropy: bool

@@ -54,21 +54,7 @@ def test_an_exported_checkpoint_reproduces_the_trainers_greedy_output(tmp_path: 
         assert trainer.actor is not None
         ours = trainer.actor.run_function(_greedy, prompts)[0]
     out = tmp_path / "exported"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlrun",
-            "export",
-            str(tmp_path / "run/checkpoints/step_2"),
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc = _export(tmp_path / "run/checkpoints/step_2", out)
     assert proc.returncode == 0, proc.stderr
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     assert not (out / "optimizer.pt").exists()
@@ -78,26 +64,23 @@ def test_an_exported_checkpoint_reproduces_the_trainers_greedy_output(tmp_path: 
     gen = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     theirs = [tok.decode(r[enc["input_ids"].shape[1] :], skip_special_tokens=True) for r in gen]
     assert theirs == ours
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlrun",
-            "export",
-            str(tmp_path / "run/checkpoints/step_2"),
-            str(out),
-        ],
+    again = _export(tmp_path / "run/checkpoints/step_2", out)
+    assert again.returncode == 2
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "exists and is not empty" in errors[0]
+    assert "Traceback" not in again.stderr
+
+
+def _export(checkpoint: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rlrun", "export", str(checkpoint), str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
         timeout=120,
     )
-    assert again.returncode == 2
-    errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1
-    assert "exists and is not empty" in errors[0]
-    assert "Traceback" not in again.stderr
 
 
 def _greedy(worker: ActorRolloutWorker, prompts: list[str]) -> list[str]:
