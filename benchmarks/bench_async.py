@@ -60,6 +60,7 @@ def run_one(name: str, steps: int, test_freq: int, run_dir: Path) -> dict[str, A
         f"trainer.test_freq={test_freq}",
         f"trainer.run_dir={str(run_dir)!r}",
         "trainer.resume='off'",
+        "trainer.overwrite=true",  # an earlier bench run in this directory is moved aside
         "trainer.progress=false",
         "trainer.save_freq=0",
     ]

@@ -37,6 +37,7 @@ def run_one(backend_name: str, estimator: str, steps: int, run_dir: Path) -> dic
         f"trainer.total_steps={steps}",
         f"trainer.run_dir={str(run_dir)!r}",
         "trainer.resume='off'",
+        "trainer.overwrite=true",  # an earlier bench run in this directory is moved aside
         "trainer.progress=false",
         "trainer.save_freq=0",
     ]
