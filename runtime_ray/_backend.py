@@ -637,6 +637,8 @@ class RayBackend:
             if remaining and deadline is not None and time.monotonic() >= deadline:
                 late = sorted(items[i].rank for ref in remaining for i in positions[ref])
                 assert timeout is not None
+                if starting:
+                    raise _start_timeout(items, late, timeout)
                 raise CallTimeoutError(
                     method=items[0].method, role=items[0].role, pending_ranks=late, timeout=timeout
                 )
@@ -860,3 +862,19 @@ def _fmt(resources: Mapping[str, float]) -> str:
 
 
 _: type[Backend] = RayBackend
+
+
+def _start_timeout(
+    items: Sequence[RayPending], late: Sequence[int], timeout: float
+) -> WorkerStartError:
+    """A constructor still running at the start deadline: a start failure naming the rank(s)."""
+    first = next(p for p in items if p.rank == late[0])
+    return WorkerStartError(
+        f"the worker's constructor did not finish within start_timeout={timeout:g} s (still "
+        f"starting: rank(s) {list(late)}); it hangs or is very slow: fix it, or pass a larger "
+        "start_timeout to the group",
+        role=first.role,
+        rank=first.rank,
+        method="__init__",
+        node=first.node_ip,
+    )

@@ -49,7 +49,7 @@ from runtime_ray import RayBackend, RayWorker
 from runtime_ray._casts import node_ip_address, placement_group_table
 from runtime_ray._local_auth import client_env
 from tests._ray_session import REPO_ROOT
-from tests.ray.workers import Crashy, Probe
+from tests.ray.workers import Crashy, Probe, Sleepy
 
 pytestmark = pytest.mark.ray
 
@@ -275,6 +275,19 @@ def test_raising_constructor_is_a_worker_start_error(backend: RayBackend) -> Non
     assert "workers.py" in str(err)
     assert isinstance(err.__cause__, ray.exceptions.RayTaskError)
     assert backend.placement_groups(pool) == [None]  # the failed group's reservation is freed
+
+
+def test_hanging_constructor_is_a_worker_start_error(backend: RayBackend) -> None:
+    pool = ResourcePool.create([2])
+    start = time.monotonic()
+    with pytest.raises(WorkerStartError) as info:
+        WorkerGroup(backend, WorkerSpec.of(Sleepy, 600.0), pool, start_timeout=3.0)
+    assert 2.9 < time.monotonic() - start < 20  # the start deadline, not the 600 s sleep
+    err = info.value
+    assert (err.role, err.rank, err.method) == ("sleepy", 0, "__init__")
+    assert "did not finish within start_timeout=3 s" in str(err)
+    assert "rank(s) [0, 1]" in str(err)
+    assert backend.placement_groups(pool) == [None]  # nothing left behind
 
 
 # ---------------------------------------------------------------------------- calls

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from runtime import Batch, Dispatch, current_context, register
 from runtime_ray._casts import node_ip_address
 
-__all__ = ["Crashy", "Probe"]
+__all__ = ["Crashy", "Probe", "Sleepy"]
 
 
 class Probe:
@@ -75,6 +75,17 @@ class Probe:
     @register(Dispatch.ONE_TO_ALL)
     def fail(self, message: str) -> None:
         raise KeyError(message)
+
+
+class Sleepy:
+    """A worker whose constructor takes ``seconds`` (a hang, for a short start deadline)."""
+
+    def __init__(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    @register(Dispatch.ONE_TO_ALL)
+    def noop(self) -> None:
+        return None
 
 
 class Crashy:
