@@ -363,10 +363,20 @@ class MonarchBackend:
                 return [p.value for p in items]
             if deadline is not None and time.monotonic() >= deadline:
                 assert timeout is not None
+                late = sorted(p.call.rank for p in waiting)
+                if starting:
+                    raise WorkerStartError(
+                        f"the worker's constructor did not finish within start_timeout="
+                        f"{timeout:g} s (still starting: rank(s) {late}); it hangs or is very "
+                        "slow: fix it, or pass a larger start_timeout to the group",
+                        role=waiting[0].call.role,
+                        rank=late[0],
+                        method="__init__",
+                    )
                 raise CallTimeoutError(
                     method=waiting[0].call.method,
                     role=waiting[0].call.role,
-                    pending_ranks=sorted(p.call.rank for p in waiting),
+                    pending_ranks=late,
                     timeout=timeout,
                 )
 
