@@ -20,7 +20,7 @@ from typing import Any
 
 from ppo.checkpoint import checkpoint_steps
 from ppo.config import ConfigError
-from runtime._log import get_logger
+from runtime import get_logger
 
 __all__ = [
     "RunDirError",

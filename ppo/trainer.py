@@ -66,8 +66,16 @@ from ppo.tokenizer import Tokenizer, as_tokenizer, load_tokenizer
 from ppo.trackers import Tracker, flatten_params, make_trackers
 from ppo.warmup import encode_prompts, example_prompt
 from ppo.workers import ActorRolloutWorker, CriticWorker, RewardWorker
-from runtime import Backend, Batch, BatchFuture, ResourcePool, WorkerGroup, WorkerSpec, fuse
-from runtime._log import get_logger
+from runtime import (
+    Backend,
+    Batch,
+    BatchFuture,
+    ResourcePool,
+    WorkerGroup,
+    WorkerSpec,
+    fuse,
+    get_logger,
+)
 
 __all__ = ["PPOTrainer", "PromptSampler", "load_reward_fn"]
 

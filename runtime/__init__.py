@@ -30,6 +30,7 @@ from runtime._future import (
 )
 from runtime._group import GroupCore, LivenessMonitor, WorkerGroup
 from runtime._host import WorkerHost, register_mesh, sibling
+from runtime._log import get_logger
 from runtime._placement import (
     NodeSlots,
     PlacementPlan,
@@ -110,6 +111,7 @@ __all__ = [
     "fill_handles",
     "free_port",
     "fuse",
+    "get_logger",
     "get_method_meta",
     "merge_pools",
     "mesh_dispatch",
