@@ -8,6 +8,12 @@ measures, with the trainer's own pieces:
 * **training**: one forward + backward of ``sequence_log_probs`` and an AdamW step on
   prompt + response sequences; tokens/s counts every token of the batch.
 
+Each is reported as a ratio against a baseline measured in the same run on the same model:
+plain ``model.generate(do_sample=True)`` (transformers' own sampling, one shared RNG) for
+generation, and a plain forward + ``cross_entropy`` backward + AdamW step for training. The
+ratio is what the trainer's path (per-row seeds, full-vocabulary log-probs, entropy-ready
+log-softmax) costs over the library's own.
+
 Sizes: ``tiny`` (the CPU default, seconds) and ``0.5b`` (Qwen2.5-0.5B's shape: 24 layers, 896
 wide, 151,936-token vocabulary; for a GPU machine, ``--device cuda --dtype bfloat16``)::
 
@@ -119,6 +125,17 @@ def main() -> int:
     mask = torch.ones_like(seqs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
+    def generate_raw() -> None:
+        with autocast(device, args.dtype), torch.no_grad():
+            model.generate(  # type: ignore[operator]  # generate is untyped
+                input_ids=prompts.ids.to(device),
+                attention_mask=prompts.mask.to(device),
+                max_new_tokens=r,
+                min_new_tokens=r,
+                do_sample=True,
+                pad_token_id=0,
+            )
+
     def train() -> None:
         model.train()
         with autocast(device, args.dtype):
@@ -128,8 +145,22 @@ def main() -> int:
         optimizer.step()
         model.eval()
 
+    def train_raw() -> None:
+        model.train()
+        with autocast(device, args.dtype):
+            logits = model(input_ids=seqs, attention_mask=mask).logits[:, -r - 1 : -1]
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, vocab), seqs[:, -r:].reshape(-1)
+            )
+        optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)
+        optimizer.step()
+        model.eval()
+
     gen_s = timed(generate, device, args.repeats)
+    gen_raw_s = timed(generate_raw, device, args.repeats)
     train_s = timed(train, device, args.repeats)
+    train_raw_s = timed(train_raw, device, args.repeats)
     params_n = sum(t.numel() for t in model.parameters())
     result = {
         "size": args.size,
@@ -145,12 +176,23 @@ def main() -> int:
         "generation_tokens_per_s": b * r / statistics.median(gen_s),
         "training_s_median": statistics.median(train_s),
         "training_tokens_per_s": b * (plen + r) / statistics.median(train_s),
+        "generation_raw_s_median": statistics.median(gen_raw_s),
+        "training_raw_s_median": statistics.median(train_raw_s),
+        "generation_vs_raw_generate": statistics.median(gen_s) / statistics.median(gen_raw_s),
+        "training_vs_raw_step": statistics.median(train_s) / statistics.median(train_raw_s),
     }
     print(
         f"{args.size} ({params_n:,} params, {device}, {args.dtype}), batch {b}, prompt {plen}, "
         f"response {r}: generation {result['generation_tokens_per_s']:,.0f} tok/s "
         f"[{min(gen_s):.3f}-{max(gen_s):.3f} s], training "
         f"{result['training_tokens_per_s']:,.0f} tok/s [{min(train_s):.3f}-{max(train_s):.3f} s]"
+    )
+    print(
+        f"against the library's own path, same run: generation "
+        f"{result['generation_vs_raw_generate']:.2f}x plain generate(do_sample=True) "
+        f"({statistics.median(gen_raw_s):.3f} s), training "
+        f"{result['training_vs_raw_step']:.2f}x a plain cross-entropy step "
+        f"({statistics.median(train_raw_s):.3f} s)"
     )
     out = REPO / "runs" / "bench" / "rollout_throughput.json"
     out.parent.mkdir(parents=True, exist_ok=True)
