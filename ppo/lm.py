@@ -48,6 +48,7 @@ __all__ = [
     "check_model_fits",
     "check_vocab",
     "copy_backbone",
+    "cpu_state_dict",
     "position_ids",
     "quiet_progress",
     "save_pretrained",
@@ -272,12 +273,17 @@ def quiet_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def cpu_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """Contiguous CPU copies of ``model``'s tensors (safetensors refuses shared storage, e.g.
+    tied embeddings)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
 def save_pretrained(model: PreTrainedModel, directory: Path) -> None:
-    """``model.save_pretrained(directory)`` (config + safetensors) from contiguous CPU copies
-    of the weights (safetensors refuses shared storage, e.g. tied embeddings)."""
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    """``model.save_pretrained(directory)`` (config + safetensors) from
+    :func:`cpu_state_dict`."""
     with quiet_progress():
-        model.save_pretrained(str(directory), state_dict=state)
+        model.save_pretrained(str(directory), state_dict=cpu_state_dict(model))
 
 
 def _from_pretrained(

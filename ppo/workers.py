@@ -38,6 +38,7 @@ from ppo.lm import (
     build_critic,
     build_policy,
     copy_backbone,
+    cpu_state_dict,
     save_pretrained,
     sequence_log_probs,
     token_values,
@@ -90,11 +91,6 @@ def _save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def _state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """Contiguous CPU copies (safetensors refuses shared storage: tied embeddings)."""
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
 class ActorRolloutWorker:
@@ -174,7 +170,7 @@ class ActorRolloutWorker:
     @register(Dispatch.RANK_ZERO)
     def policy_state(self) -> dict[str, Tensor]:
         """Rank 0's policy weights (to initialise the critic's backbone)."""
-        return _state_dict(self.model)
+        return cpu_state_dict(self.model)
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def publish_weights(self, batch: Batch) -> Batch:
@@ -312,7 +308,7 @@ class ActorRolloutWorker:
         save_pretrained(self.model, out)
         _save_optimizer(self.optimizer, out / OPTIMIZER_FILE)
         if self.reference is not None:
-            save_file(_state_dict(self.reference), str(out / REFERENCE_FILE))
+            save_file(cpu_state_dict(self.reference), str(out / REFERENCE_FILE))
         return str(out)
 
     @register(Dispatch.ONE_TO_ALL)
