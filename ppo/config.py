@@ -438,6 +438,9 @@ class TrainerConfig:
     #: written (resume and the figure read it), so ``"jsonl"`` may be left out.
     loggers: tuple[str, ...] = attrs.field(default=("console", "jsonl"), converter=_names_tuple)
     mode: str = "sync"
+    #: Reorder the update batch's rows so every data-parallel rank gets a near-equal number of
+    #: tokens (:mod:`ppo.balance`); cuts the wait on the slowest rank.
+    balance_batch: bool = True
 
     def validate(self, p: str) -> None:
         _check(self.total_steps >= 1, f"{p}.total_steps", self.total_steps, "must be >= 1")

@@ -45,6 +45,7 @@ from ppo.algos import (
     masked_mean,
     truncated_importance_weights,
 )
+from ppo.balance import balance_batch
 from ppo.checkpoint import CheckpointManager
 from ppo.config import ConfigError, PPOConfig, config_to_dict
 from ppo.data_check import check_prompt_lengths, config_field, load_examples
@@ -619,6 +620,8 @@ class PPOTrainer:
             tensor_keys=[k for k in keys if k in batch.tensors], non_tensor_keys=[]
         )
         update.meta[C.SEED] = cfg.trainer.seed * 100_003 + step
+        if cfg.trainer.balance_batch:
+            update = balance_batch(update, self.actor.world_size, mask_key=C.ATTENTION_MASK)
         metrics: dict[str, Any] = {}
         if self.critic is not None:
             with _timed(timing, "update_critic"):
