@@ -163,7 +163,13 @@ def _demo(quick: bool) -> list[Figure]:
 def _tokens(quick: bool) -> list[Figure]:
     from benchmarks import bench_rollout_throughput as rt
 
-    args = rt.parser().parse_args(["--repeats", "3" if quick else "7"])
+    # Smaller than the script's defaults: the suite's budget is ~10 minutes on 2 cores.
+    size = (
+        ["--batch", "8", "--prompt-len", "16", "--new-tokens", "16"]
+        if quick
+        else ["--batch", "16", "--prompt-len", "32", "--new-tokens", "16"]
+    )
+    args = rt.parser().parse_args([*size, "--repeats", "3" if quick else "5"])
     r = rt.measure(args)
     out = []
     for key, label, tokens in (

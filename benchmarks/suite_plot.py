@@ -58,7 +58,7 @@ def plot_overhead(figures: Sequence[Figure], path: Path, machine: str) -> bool:
     ax_ratio.axhline(1.0, color="grey", linewidth=1, linestyle=":")
     ax_ratio.set_xscale("log", base=2)
     ax_ratio.set_xlabel("ranks")
-    ax_ratio.set_ylabel("ours / raw engine (median; bars: per-repeat min-max)")
+    ax_ratio.set_ylabel("ours / raw (median; bars: per-repeat min-max)")
     ax_ratio.set_title("call overhead against the raw engine")
     ax_abs.set_xscale("log", base=2)
     ax_abs.set_xlabel("ranks")
