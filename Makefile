@@ -19,7 +19,7 @@ LINT_PATHS := $(wildcard runtime runtime_ray runtime_monarch ppo rlrun tests ben
 .DEFAULT_GOAL := test
 .DELETE_ON_ERROR:
 .PHONY: help venv venv-core lint typecheck typecheck-core imports test-core test-py test demo \
-	bench bench-quick bench-training clean distclean
+	bench bench-quick bench-training clean distclean test-faults
 
 help:
 	@echo "make test            lint typecheck typecheck-core imports test-core test-py (fail fast)"
@@ -30,6 +30,7 @@ help:
 	@echo "make imports         lint-imports (contracts in pyproject.toml)"
 	@echo "make test-core       pytest -m 'not ray and not monarch' in $(CORE_VENV) (no ray, no monarch)"
 	@echo "make test-py         the full pytest suite in $(VENV)"
+	@echo "make test-faults     just the fault matrix (pytest -m faults; test-py runs it too)"
 	@echo "make demo            python -m rlrun --config demo"
 	@echo "make bench           the benchmark suite (python -m benchmarks.suite; BENCH_ARGS=--markdown)"
 	@echo "make bench-quick     the suite's smoke run (--quick)"
@@ -90,6 +91,10 @@ test-core: $(CORE_STAMP)
 
 test-py: $(STAMP)
 	$(PY) -m pytest
+
+# The fault matrix alone (tests/faults on every backend); `test-py` runs it as well.
+test-faults: $(STAMP)
+	$(PY) -m pytest -m faults
 
 test: lint typecheck typecheck-core imports test-core test-py
 

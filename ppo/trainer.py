@@ -53,6 +53,7 @@ from ppo.lm import check_model_fits
 from ppo.metrics import MetricsWriter, read_metrics
 from ppo.pipeline import POLICY_VERSION, RolloutPipeline, RolloutWorker
 from ppo.plots import PlotUnavailableError, RunSeries, plot_runs
+from ppo.recovery import Recovery
 from ppo.resume_check import check_resume
 from ppo.rundir import (
     check_not_file,
@@ -77,6 +78,7 @@ from runtime import (
     fuse,
     get_logger,
 )
+from runtime.errors import WorkerDiedError
 
 __all__ = ["PPOTrainer", "PromptSampler", "load_reward_fn"]
 
@@ -236,6 +238,7 @@ class PPOTrainer:
         self.rollout: WorkerGroup[RolloutWorker] | None = None
         self._pipeline: RolloutPipeline | None = None
         self._groups: list[Any] = []
+        self._recovery = Recovery(config.trainer.max_restarts)
         #: ``summary.json``'s content once :meth:`fit` has ended (completed or not).
         self.summary: dict[str, Any] = {}
 
@@ -498,6 +501,20 @@ class PPOTrainer:
         metrics["step"] = step
         return metrics
 
+    def _recovering_step(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """:meth:`train_step`; after a rank death, recover (:mod:`ppo.recovery`: restart the
+        dead ranks, reload the last checkpoint) and train the step after that checkpoint."""
+        while True:
+            try:
+                row = self.train_step()
+            except WorkerDiedError as err:
+                if not self._recovery.recover(self, err):
+                    raise
+                history[:] = [r for r in history if r["step"] <= self.step]
+                continue
+            self._recovery.annotate(row)
+            return row
+
     def _rollout(self, batch: Batch, *, seed: int, greedy: bool = False) -> Batch:
         """Stage 1: one response per row (the actor's rollout engine)."""
         assert self.actor is not None
@@ -689,7 +706,7 @@ class PPOTrainer:
             while self.step < cfg.total_steps:
                 if stop.requested:
                     raise KeyboardInterrupt
-                row = self.train_step()
+                row = self._recovering_step(history)
                 last = self.step == cfg.total_steps
                 if cfg.test_freq > 0 and (self.step % cfg.test_freq == 0 or last):
                     with _timed(row, "timing_s/testing"):
