@@ -375,7 +375,7 @@ class PPOTrainer:
         gen_in = self._generation_input(
             batch, self.config.trainer.seed * 100_003 + step, greedy=False
         )
-        return batch, gen_in, state
+        return batch, self.traffic.sent(gen_in), state
 
     def _check_one_process_per_rank(self) -> None:
         for role, group in (("actor", self.actor), ("critic", self.critic)):
@@ -515,7 +515,8 @@ class PPOTrainer:
         """Score ``rollout`` (a future: the reward ranks fetch the responses themselves); the
         result holds the controller's columns, plus the rollout ``columns`` named."""
         assert self.reward is not None
-        sent = prompts.with_auto_padding()
+        # The example columns (the scorer's inputs); the prompt ids stay on the driver.
+        sent = prompts.select(tensor_keys=[]).with_auto_padding()
         if columns:
             sent.meta[C.RETURN_COLUMNS] = list(columns)
         return self.reward.submit(
