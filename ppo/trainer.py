@@ -11,10 +11,11 @@ Roles: actor+rollout (with the reference fused in), critic (for GAE), reward. Wi
 otherwise each role gets its own pool and processes.
 
 One step is a pipeline of small stages (:meth:`PPOTrainer.train_step`): prompts with uids,
-repeated ``rollout.n`` times (interleaved) -> ``_rollout`` (generation) -> ``_score`` (reward),
-with old/ref log-probs and values in flight at the same time -> ``_advantages`` (KL in reward,
-the estimator, on the controller) -> ``_update`` (critic then actor, data parallel over the
-role's ranks) -> metrics. Validation runs every ``test_freq`` steps, a checkpoint every
+repeated ``rollout.n`` times (interleaved) -> ``_rollout`` (generation, kept as a future) ->
+``_score_and_log_probs`` (reward, old/ref log-probs and values, chained on that future and in
+flight at the same time) -> ``_advantages`` (KL in reward, the estimator, on the controller)
+-> ``_update`` (critic then actor, data parallel over the role's ranks, which fetch the token
+ids themselves) -> metrics. What reaches the driver is described in :mod:`ppo.dataflow`. Validation runs every ``test_freq`` steps, a checkpoint every
 ``save_freq`` steps; the final policy is exported with ``save_pretrained`` to
 ``run_dir/hf_model``. Batch columns are named in :mod:`ppo.columns`.
 """
