@@ -15,9 +15,10 @@ repeated ``rollout.n`` times (interleaved) -> ``_rollout`` (generation, kept as 
 ``_score_and_log_probs`` (reward, old/ref log-probs and values, chained on that future and in
 flight at the same time) -> ``_advantages`` (KL in reward, the estimator, on the controller)
 -> ``_update`` (critic then actor, data parallel over the role's ranks, which fetch the token
-ids themselves) -> metrics. What reaches the driver is described in :mod:`ppo.dataflow`. Validation runs every ``test_freq`` steps, a checkpoint every
-``save_freq`` steps; the final policy is exported with ``save_pretrained`` to
-``run_dir/hf_model``. Batch columns are named in :mod:`ppo.columns`.
+ids themselves) -> metrics. What reaches the driver is described in :mod:`ppo.dataflow`.
+Validation runs every ``test_freq`` steps, a checkpoint every ``save_freq`` steps; the final
+policy is exported with ``save_pretrained`` to ``run_dir/hf_model``. Batch columns are named
+in :mod:`ppo.columns`.
 """
 
 from __future__ import annotations
