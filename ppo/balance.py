@@ -20,7 +20,7 @@ import torch
 
 from runtime import Batch
 
-__all__ = ["balance_batch", "balanced_order", "chunk_loads"]
+__all__ = ["balance_batch", "balanced_order", "chunk_loads", "token_counts"]
 
 
 def chunk_loads(lengths: Sequence[int], order: Sequence[int], world: int) -> list[int]:
@@ -65,9 +65,18 @@ def balance_batch(batch: Batch, world: int, *, mask_key: str) -> Batch:
     is returned unchanged (the dispatcher pads it; balancing would not survive the padding)."""
     if world <= 1 or len(batch) % world != 0:
         return batch
-    mask = batch.tensors[mask_key]
-    lengths = [int(x) for x in mask.reshape(len(batch), -1).sum(dim=1).tolist()]
-    order = balanced_order(lengths, world)
+    order = balanced_order(token_counts(batch, (mask_key,)), world)
     if order == list(range(len(batch))):
         return batch
     return batch.reorder(torch.tensor(order, dtype=torch.int64))
+
+
+def token_counts(batch: Batch, mask_keys: Sequence[str]) -> list[int]:
+    """Each row's token count: the sum over the ``mask_keys`` columns ``batch`` holds (for
+    example the prompt mask and the response mask, when the full sequence stays on the
+    workers)."""
+    counts = torch.zeros(len(batch), dtype=torch.int64)
+    for key in mask_keys:
+        if key in batch.tensors:
+            counts += batch.tensors[key].reshape(len(batch), -1).long().sum(dim=1)
+    return [int(x) for x in counts.tolist()]

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppo.balance import balance_batch, balanced_order, chunk_loads
+from ppo.balance import balance_batch, balanced_order, chunk_loads, token_counts
 from runtime import Batch
 
 
@@ -60,3 +60,14 @@ def test_balance_batch_reorders_rows_with_their_columns() -> None:
     # Not a multiple of world: unchanged (the dispatcher pads).
     odd = Batch({"attention_mask": mask[:3]})
     assert balance_batch(odd, 2, mask_key="attention_mask") is odd
+
+
+def test_token_counts_sum_the_named_masks_that_exist() -> None:
+    batch = Batch(
+        {
+            "prompt_mask": torch.tensor([[0, 1, 1], [1, 1, 1]]),
+            "response_mask": torch.tensor([[True, False], [True, True]]),
+        }
+    )
+    assert token_counts(batch, ("prompt_mask", "response_mask", "absent")) == [3, 5]
+    assert token_counts(batch, ()) == [0, 0]
