@@ -15,9 +15,8 @@ back and assembles each slice into a batch.
 
 from __future__ import annotations
 
-import copy
-
 import asyncio
+import copy
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 

@@ -60,7 +60,13 @@ def test_a_rank_death_mid_run_is_recovered_from_the_last_checkpoint(tmp_path: Pa
 def test_without_restarts_left_the_death_ends_the_run(tmp_path: Path) -> None:
     with pytest.raises(WorkerDiedError) as info:
         run(tmp_path / "r", ["trainer.max_restarts=0"], die_after=3)
-    assert (info.value.role, info.value.rank, info.value.method) == ("actor", 0, "generate")
+    # The rollout's result stays a future; the first call the driver waits on is the
+    # reward's, which shares rank 0's (dead) process with the actor in this layout.
+    assert info.value.rank == 0
+    assert (info.value.role, info.value.method) in {
+        ("actor", "generate"),
+        ("reward", "compute_score"),
+    }
     summary = read_summary(tmp_path / "r")
     assert summary["status"] == "failed"
 

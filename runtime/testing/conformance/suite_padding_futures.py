@@ -200,7 +200,16 @@ def test_reordered_future_passed_on(calc4: WorkerGroup[Calc], calc2: WorkerGroup
     assert out.tensors["a"].tolist() == [produced[g] + k // 4 for k, g in enumerate(order)]
     assert view.get(timeout=60).tensors["a"].tolist() == [produced[g] for g in order]
     # A view of a view composes; the source future is unchanged.
-    assert view.reorder(list(range(7, -1, -1))).get().tensors["idx"].tolist() == [3, 4, 2, 5, 1, 6, 0, 7]
+    assert view.reorder(list(range(7, -1, -1))).get().tensors["idx"].tolist() == [
+        3,
+        4,
+        2,
+        5,
+        1,
+        6,
+        0,
+        7,
+    ]
     assert first.get().tensors["idx"].tolist() == list(range(8))
     with pytest.raises(DispatchError, match="permutation"):
         first.reorder([0, 0, 1, 2, 3, 4, 5, 6])
