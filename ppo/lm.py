@@ -49,6 +49,7 @@ __all__ = [
     "check_vocab",
     "copy_backbone",
     "cpu_state_dict",
+    "disable_dropout",
     "position_ids",
     "quiet_progress",
     "save_pretrained",
@@ -319,9 +320,20 @@ def _prepare(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
     model.config.use_cache = True
+    disable_dropout(model)
     nn.Module.to(model, device)
     model.eval()
     return model
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout layer's probability to 0. PPO's ratio compares log-probs (and the
+    critic's values) of the same tokens across forward passes; dropout would add noise to both
+    and draw from the process-wide RNG, so two runs with one seed would differ (a token
+    classifier's head has dropout 0.1 by default)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
 
 
 def check_vocab(model: PreTrainedModel, vocab_size: int, *, field: str) -> None:

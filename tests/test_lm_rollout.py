@@ -145,6 +145,31 @@ def test_critic_values_are_one_per_response_token() -> None:
     assert values.dtype == torch.float32
 
 
+def test_critic_in_train_mode_is_deterministic() -> None:
+    # A token classifier's head has dropout 0.1 by default; build_critic turns it off, so the
+    # values of one input do not change between forward passes (nor with the global RNG).
+    section = load_config(None, TINY).model
+    critic = build_critic(
+        section,
+        None,
+        vocab_size=TOK.vocab_size,
+        special_ids={"eos_token_id": TOK.eos_id, "pad_token_id": TOK.pad_id},
+        max_positions=32,
+        seed=0,
+        device=CPU,
+    )
+    critic.train()
+    out = _engine().generate(_prompts(["1+2=", "rev ab="]), SamplingParams(max_new_tokens=3))
+    with torch.no_grad():
+        first = token_values(critic, out.sequences, out.attention_mask, 3)
+        torch.manual_seed(123)
+        second = token_values(critic, out.sequences, out.attention_mask, 3)
+    assert torch.equal(first, second)
+    assert all(
+        m.p == 0.0 for m in critic.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)
+    )
+
+
 def test_bf16_autocast_runs_and_stays_close() -> None:
     engine = _engine()
     out = engine.generate(_prompts(["1+2="]), SamplingParams(max_new_tokens=3))
