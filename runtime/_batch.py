@@ -34,19 +34,9 @@ A :class:`Batch` is what flows between the controller and its workers. It is ver
   (a ``ValueError``); bad index values are ``IndexError``; arguments of the wrong type are
   ``TypeError``.
 
-**Wire format.** Pickling is self-describing and cheap. ``Batch.__reduce_ex__`` emits a small
-versioned payload (``{"format": "runtime.batch/1", ...}``) that records every column's dtype
-and shape. With pickle protocol 5 each tensor, and each numpy array without Python objects,
-travels as one out-of-band :class:`pickle.PickleBuffer` over its raw bytes (bfloat16, bool,
-complex and every other dtype alike: the bytes are shipped as ``uint8`` and re-viewed with the
-recorded dtype), so a transport that supports out-of-band buffers (Ray, shared memory) never
-copies tensor data into the pickle stream. With protocol < 5 the same bytes travel in-band.
-Only a tensor's own elements are shipped, never the rest of the storage it is a view of.
-Object arrays and ``meta`` are pickled normally. The receiver decodes from the payload alone
-(never from its own environment): tensors arrive detached and on the CPU. A received buffer
-is used without a copy when it is writable and aligned; a read-only buffer (for example an
-object-store mapping) is copied once, because torch tensors over read-only memory are unsafe
-(and ``torch.from_numpy`` warns about them).
+**Wire format.** Pickling goes through a small versioned payload with out-of-band buffers
+for tensor and numeric array data; :mod:`runtime._batch_wire` states the format and the
+receive rules.
 
 **Padding switch.** :attr:`Batch.padding_enabled` is true when ``meta["_auto_padding"]`` is
 truthy (see :meth:`Batch.with_auto_padding`), or ``batch_config.auto_padding`` is set, or the
@@ -58,10 +48,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import operator
 import os
-import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, SupportsIndex, overload
 
@@ -69,6 +56,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from runtime._batch_checks import (
+    as_column_array,
+    check_keys,
+    check_same_columns,
+    describe_tensor,
+    normalize_index,
+)
+from runtime._batch_equal import deep_equal
+from runtime._batch_wire import decode_payload, encode_payload
 from runtime.errors import BatchError
 
 __all__ = ["Batch", "BatchConfig", "batch_config"]
@@ -76,7 +72,6 @@ __all__ = ["Batch", "BatchConfig", "batch_config"]
 _Array = npt.NDArray[Any]
 _Index = Sequence[int] | npt.NDArray[Any] | torch.Tensor
 
-_WIRE_FORMAT = "runtime.batch/1"
 _ENV_AUTO_PADDING = "RUNTIME_AUTO_PADDING"
 _TRUE_STRINGS = frozenset({"1", "true", "True"})
 
@@ -204,7 +199,7 @@ class Batch:
         Each list element becomes one row, even when the elements are equal-length lists.
         ``auto_padding=True`` sets ``meta["_auto_padding"]`` (see :attr:`padding_enabled`).
         """
-        arrays = {k: _as_column_array(k, v) for k, v in (non_tensors or {}).items()}
+        arrays = {k: as_column_array(k, v) for k, v in (non_tensors or {}).items()}
         merged_meta = dict(meta or {})
         if auto_padding:
             merged_meta[cls.AUTO_PADDING_KEY] = True
@@ -285,7 +280,7 @@ class Batch:
         return row
 
     def __repr__(self) -> str:
-        tensors = ", ".join(f"{k!r}: {_describe_tensor(t)}" for k, t in self.tensors.items())
+        tensors = ", ".join(f"{k!r}: {describe_tensor(t)}" for k, t in self.tensors.items())
         arrays = ", ".join(f"{k!r}: {a.dtype}{list(a.shape)}" for k, a in self.non_tensors.items())
         return (
             f"Batch(len={len(self)}, tensors={{{tensors}}}, non_tensors={{{arrays}}}, "
@@ -303,11 +298,11 @@ class Batch:
             return False
         if set(self.meta) != set(other.meta):
             return False
-        if not all(_deep_equal(t, other.tensors[k]) for k, t in self.tensors.items()):
+        if not all(deep_equal(t, other.tensors[k]) for k, t in self.tensors.items()):
             return False
-        if not all(_deep_equal(a, other.non_tensors[k]) for k, a in self.non_tensors.items()):
+        if not all(deep_equal(a, other.non_tensors[k]) for k, a in self.non_tensors.items()):
             return False
-        return all(_deep_equal(v, other.meta[k]) for k, v in self.meta.items())
+        return all(deep_equal(v, other.meta[k]) for k, v in self.meta.items())
 
     def __copy__(self) -> Batch:
         return Batch(self.tensors, self.non_tensors, self.meta)
@@ -341,7 +336,7 @@ class Batch:
     def select_idxs(self, idx: _Index) -> Batch:
         """Rows picked by ``idx``: ints (negative allowed, repeats allowed) or a bool mask of
         length ``len(self)``, given as a list, an ndarray or a tensor. Returns copies."""
-        index = _normalize_index(idx, len(self))
+        index = normalize_index(idx, len(self))
         index_np = index.numpy()
         return Batch(
             {k: t.index_select(0, index.to(t.device)) for k, t in self.tensors.items()},
@@ -352,7 +347,7 @@ class Batch:
     def reorder(self, idx: _Index) -> Batch:
         """A new batch with rows permuted: row ``i`` of the result is row ``idx[i]`` of self.
         ``idx`` must be a permutation of ``range(len(self))``."""
-        index = _normalize_index(idx, len(self))
+        index = normalize_index(idx, len(self))
         if index.numel() != len(self) or not torch.equal(
             torch.sort(index).values, torch.arange(len(self))
         ):
@@ -422,19 +417,19 @@ class Batch:
         t_keys = (
             list(self.tensors)
             if tensor_keys is None
-            else _check_keys(tensor_keys, self.tensors, "tensor column", "tensor_keys")
+            else check_keys(tensor_keys, self.tensors, "tensor column", "tensor_keys")
         )
         n_keys = (
             list(self.non_tensors)
             if non_tensor_keys is None
-            else _check_keys(
+            else check_keys(
                 non_tensor_keys, self.non_tensors, "non-tensor column", "non_tensor_keys"
             )
         )
         m_keys = (
             list(self.meta)
             if meta_keys is None
-            else _check_keys(meta_keys, self.meta, "meta key", "meta_keys")
+            else check_keys(meta_keys, self.meta, "meta key", "meta_keys")
         )
         return Batch(
             {k: self.tensors[k] for k in t_keys},
@@ -452,11 +447,11 @@ class Batch:
 
         All keys are checked before anything is removed, so a failed pop changes nothing.
         """
-        t_keys = _check_keys(tensor_keys, self.tensors, "tensor column", "tensor_keys")
-        n_keys = _check_keys(
+        t_keys = check_keys(tensor_keys, self.tensors, "tensor column", "tensor_keys")
+        n_keys = check_keys(
             non_tensor_keys, self.non_tensors, "non-tensor column", "non_tensor_keys"
         )
-        m_keys = _check_keys(meta_keys, self.meta, "meta key", "meta_keys")
+        m_keys = check_keys(meta_keys, self.meta, "meta key", "meta_keys")
         popped = Batch(
             {k: self.tensors[k] for k in t_keys},
             {k: self.non_tensors[k] for k in n_keys},
@@ -492,10 +487,10 @@ class Batch:
                     f"cannot union: {k!r} is a non-tensor column in self but a tensor column in "
                     "other; rename one of them"
                 )
-            if k in tensors and not _deep_equal(tensors[k], t):
+            if k in tensors and not deep_equal(tensors[k], t):
                 raise BatchError(
                     f"cannot union: tensor column {k!r} differs between the batches "
-                    f"(self: {_describe_tensor(tensors[k])}, other: {_describe_tensor(t)}); "
+                    f"(self: {describe_tensor(tensors[k])}, other: {describe_tensor(t)}); "
                     "rename or pop one of them"
                 )
             tensors.setdefault(k, t)
@@ -506,7 +501,7 @@ class Batch:
                     f"cannot union: {k!r} is a tensor column in self but a non-tensor column in "
                     "other; rename one of them"
                 )
-            if k in arrays and not _deep_equal(arrays[k], a):
+            if k in arrays and not deep_equal(arrays[k], a):
                 raise BatchError(
                     f"cannot union: non-tensor column {k!r} differs between the batches "
                     f"(self: {arrays[k]!r}, other: {a!r}); rename or pop one of them"
@@ -514,7 +509,7 @@ class Batch:
             arrays.setdefault(k, a)
         meta = dict(self.meta)
         for k, v in other.meta.items():
-            if k in meta and not _deep_equal(meta[k], v):
+            if k in meta and not deep_equal(meta[k], v):
                 raise BatchError(
                     f"cannot union: meta key {k!r} differs between the batches "
                     f"(self: {meta[k]!r}, other: {v!r}); pop it from one of them"
@@ -577,16 +572,16 @@ class Batch:
                 raise TypeError(f"Batch.concat: item {i} is a {type(part).__name__}, not a Batch")
         first = parts[0]
         for i, part in enumerate(parts[1:], start=1):
-            _check_same_columns("tensor", first.tensors, part.tensors, i)
-            _check_same_columns("non-tensor", first.non_tensors, part.non_tensors, i)
+            check_same_columns("tensor", first.tensors, part.tensors, i)
+            check_same_columns("non-tensor", first.non_tensors, part.non_tensors, i)
         tensors: dict[str, torch.Tensor] = {}
         for k, t0 in first.tensors.items():
             pieces = [p.tensors[k] for p in parts]
             for i, t in enumerate(pieces):
                 if t.dtype != t0.dtype or t.device != t0.device or t.shape[1:] != t0.shape[1:]:
                     raise BatchError(
-                        f"cannot concat tensor column {k!r}: part 0 is {_describe_tensor(t0)} but "
-                        f"part {i} is {_describe_tensor(t)}; dtype, device and trailing shape "
+                        f"cannot concat tensor column {k!r}: part 0 is {describe_tensor(t0)} but "
+                        f"part {i} is {describe_tensor(t)}; dtype, device and trailing shape "
                         "must match"
                     )
             tensors[k] = torch.cat(pieces, dim=0)
@@ -697,88 +692,12 @@ class Batch:
     # ------------------------------------------------------------------ serialization
 
     def __reduce_ex__(self, protocol: SupportsIndex, /) -> tuple[object, ...]:
-        out_of_band = operator.index(protocol) >= 5
-        tensors = []
-        for name, t in self.tensors.items():
-            tensors.append(
-                {
-                    "name": name,
-                    "dtype": str(t.dtype).removeprefix("torch."),
-                    "shape": tuple(int(s) for s in t.shape),
-                    "data": _wrap_bytes(_tensor_bytes(t), out_of_band),
-                }
-            )
-        arrays: list[dict[str, object]] = []
-        for name, a in self.non_tensors.items():
-            if a.dtype.hasobject or a.dtype.itemsize == 0:
-                arrays.append({"name": name, "encoding": "pickle", "array": a})
-            else:
-                raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-                arrays.append(
-                    {
-                        "name": name,
-                        "encoding": "raw",
-                        "dtype": a.dtype,
-                        "shape": a.shape,
-                        "data": _wrap_bytes(raw, out_of_band),
-                    }
-                )
-        payload = {
-            "format": _WIRE_FORMAT,
-            "tensors": tensors,
-            "non_tensors": arrays,
-            "meta": self.meta,
-        }
+        """Pickle through the versioned wire format (see :mod:`runtime._batch_wire`)."""
+        payload = encode_payload(self.tensors, self.non_tensors, self.meta, protocol)
         return (_rebuild_batch, (payload,))
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _describe_tensor(t: torch.Tensor) -> str:
-    device = "" if t.device.type == "cpu" else f"@{t.device}"
-    return f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}{device}"
-
-
-def _as_column_array(name: str, value: object) -> _Array:
-    if isinstance(value, np.ndarray):
-        return value
-    if isinstance(value, list | tuple):
-        array = np.empty(len(value), dtype=object)
-        for i, item in enumerate(value):
-            array[i] = item
-        return array
-    raise BatchError(
-        f"non-tensor column {name!r} must be a numpy.ndarray, list or tuple, got "
-        f"{type(value).__name__}"
-    )
-
-
-def _check_keys(
-    keys: Sequence[str], available: Mapping[str, object], what: str, arg: str
-) -> list[str]:
-    if isinstance(keys, str):
-        raise TypeError(
-            f"{arg} must be a sequence of names, got the string {keys!r}; use [{keys!r}]"
-        )
-    out = list(dict.fromkeys(keys))
-    for key in out:
-        if key not in available:
-            raise BatchError(f"unknown {what} {key!r}; available: {list(available)!r}")
-    return out
-
-
-def _check_same_columns(
-    what: str, first: Mapping[str, object], other: Mapping[str, object], part: int
-) -> None:
-    if set(first) != set(other):
-        missing = sorted(set(first) - set(other))
-        extra = sorted(set(other) - set(first))
-        raise BatchError(
-            f"cannot concat: part {part} has {what} columns {sorted(other)!r} but part 0 has "
-            f"{sorted(first)!r} (missing: {missing!r}, extra: {extra!r}); select or pop the "
-            "same columns in every part"
-        )
 
 
 def _merge_meta(parts: Sequence[Batch]) -> dict[str, object]:
@@ -791,7 +710,7 @@ def _merge_meta(parts: Sequence[Batch]) -> dict[str, object]:
                 merged.setdefault("metrics", metrics)
                 _gather_metrics(metrics, value, i)
             elif key in merged:
-                if not _deep_equal(merged[key], value):
+                if not deep_equal(merged[key], value):
                     raise BatchError(
                         f"cannot concat: meta key {key!r} differs between parts: "
                         f"{merged[key]!r} (part {source[key]}) vs {value!r} (part {i}); only "
@@ -820,41 +739,6 @@ def _gather_metrics(out: dict[str, list[object]], value: object, part: int) -> N
             out.setdefault(str(name), []).append(metric)
 
 
-def _normalize_index(idx: object, length: int) -> torch.Tensor:
-    """Turn a list / ndarray / tensor of ints or bools into a 1-D CPU int64 index tensor."""
-    if isinstance(idx, torch.Tensor):
-        index = idx.detach().cpu()
-        if index.is_floating_point() or index.is_complex():
-            raise TypeError(f"index tensors must be integer or bool, got dtype {index.dtype}")
-    elif isinstance(idx, np.ndarray | list | tuple):
-        array = np.asarray(idx)
-        if array.size == 0:
-            array = array.astype(np.int64).reshape(array.shape)
-        if array.dtype.kind not in "biu":
-            raise TypeError(f"index arrays must hold ints or bools, got dtype {array.dtype}")
-        index = torch.from_numpy(array.astype(np.bool_ if array.dtype.kind == "b" else np.int64))
-    else:
-        raise TypeError(
-            f"cannot select rows with {type(idx).__name__}; use a list of ints, a bool mask, an "
-            "ndarray or a tensor"
-        )
-    if index.ndim != 1:
-        raise IndexError(f"a row index must be 1-D, got shape {tuple(index.shape)}")
-    if index.dtype == torch.bool:
-        if index.numel() != length:
-            raise IndexError(
-                f"bool mask has length {index.numel()} but the batch has length {length}"
-            )
-        return index.nonzero().reshape(-1)
-    index = index.to(torch.int64)
-    if index.numel():
-        bad = (index < -length) | (index >= length)
-        if bool(bad.any()):
-            value = int(index[bad][0])
-            raise IndexError(f"row index {value} is out of range for a batch of length {length}")
-    return torch.where(index < 0, index + length, index)
-
-
 def _own_tensor(t: torch.Tensor) -> torch.Tensor:
     """``t`` if it owns exactly its storage, else a compact clone."""
     if (
@@ -873,119 +757,6 @@ def _own_array(a: _Array) -> _Array:
     return a.copy(order="C")
 
 
-def _deep_equal(a: object, b: object) -> bool:
-    """Structural equality: tensors and arrays by dtype, shape and values (NaN equals NaN at
-    the same place), dicts by keys and values, lists and tuples element-wise, floats with NaN
-    equal to NaN, anything else by ``==`` (an ambiguous or failing ``==`` counts as unequal)."""
-    if a is b:
-        return True
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
-            return False
-        if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
-            return False
-        if torch.equal(a, b):
-            return True
-        if a.is_floating_point() or a.is_complex():
-            same = (a == b) | (torch.isnan(a) & torch.isnan(b))
-            return bool(same.all())
-        return False
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-            return False
-        if a.shape != b.shape:
-            return False
-        if a.dtype.hasobject or b.dtype.hasobject:
-            if a.dtype != b.dtype:
-                return False
-            return all(_deep_equal(x, y) for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True))
-        if a.dtype != b.dtype:
-            return False
-        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
-    if isinstance(a, float | np.floating) and isinstance(b, float | np.floating):
-        return bool(a == b) or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        if set(a) != set(b):
-            return False
-        return all(_deep_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        if type(a) is not type(b) or len(a) != len(b):
-            return False
-        return all(_deep_equal(x, y) for x, y in zip(a, b, strict=True))
-    try:
-        return bool(a == b)
-    except (TypeError, ValueError, RuntimeError):
-        return False
-
-
-# ---------------------------------------------------------------------- wire format
-
-
-def _tensor_bytes(t: torch.Tensor) -> _Array:
-    """The tensor's own elements as a flat uint8 array (no copy for contiguous CPU tensors)."""
-    flat = t.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
-    raw: _Array = flat.view(torch.uint8).numpy()
-    return raw
-
-
-def _wrap_bytes(raw: _Array, out_of_band: bool) -> pickle.PickleBuffer | bytes:
-    return pickle.PickleBuffer(raw.data) if out_of_band else raw.tobytes()
-
-
-def _receive_bytes(data: Any, nbytes: int, alignment: int, what: str) -> _Array:
-    """A writable, aligned uint8 array over ``data`` (any object with the buffer protocol);
-    copies only when the buffer is read-only or misaligned (torch must not wrap read-only
-    memory)."""
-    try:
-        view = memoryview(data).cast("B")
-    except (TypeError, ValueError) as exc:
-        raise BatchError(
-            f"corrupt batch payload: {what} data is not a contiguous buffer ({type(data).__name__})"
-        ) from exc
-    raw = np.frombuffer(view, dtype=np.uint8)
-    if raw.size != nbytes:
-        raise BatchError(f"corrupt batch payload: {what} has {raw.size} bytes, expected {nbytes}")
-    if not raw.flags.writeable or raw.ctypes.data % max(alignment, 1) != 0:
-        raw = raw.copy()
-    return raw
-
-
-def _torch_dtype(name: object) -> torch.dtype:
-    dtype = getattr(torch, name, None) if isinstance(name, str) else None
-    if not isinstance(dtype, torch.dtype):
-        raise BatchError(f"batch payload names an unknown torch dtype {name!r}")
-    return dtype
-
-
 def _rebuild_batch(payload: Mapping[str, Any]) -> Batch:
     """Decode a payload made by ``Batch.__reduce_ex__``; depends on the payload alone."""
-    fmt = payload.get("format") if isinstance(payload, Mapping) else None
-    if fmt != _WIRE_FORMAT:
-        raise BatchError(
-            f"unknown batch wire format {fmt!r}; this runtime reads {_WIRE_FORMAT!r}. The sender "
-            "runs a different runtime version: install the same version on both sides"
-        )
-    tensors: dict[str, torch.Tensor] = {}
-    for entry in payload["tensors"]:
-        name = entry["name"]
-        dtype = _torch_dtype(entry["dtype"])
-        shape = tuple(entry["shape"])
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        nbytes = math.prod(shape) * itemsize
-        raw = _receive_bytes(entry["data"], nbytes, itemsize, f"tensor column {name!r}")
-        if nbytes == 0:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-        else:
-            tensors[name] = torch.from_numpy(raw).view(dtype).reshape(shape)
-    arrays: dict[str, _Array] = {}
-    for entry in payload["non_tensors"]:
-        name = entry["name"]
-        if entry["encoding"] == "pickle":
-            arrays[name] = entry["array"]
-            continue
-        np_dtype = np.dtype(entry["dtype"])
-        shape = tuple(entry["shape"])
-        nbytes = math.prod(shape) * np_dtype.itemsize
-        raw = _receive_bytes(entry["data"], nbytes, np_dtype.alignment, f"non-tensor {name!r}")
-        arrays[name] = raw.view(np_dtype).reshape(shape)
-    return Batch(tensors, arrays, payload["meta"])
+    return Batch(*decode_payload(payload))

@@ -1,0 +1,108 @@
+"""Argument and column checks shared by the :class:`~runtime.Batch` operations.
+
+Each helper either returns a normalised value or raises the error the batch contract names:
+:class:`~runtime.errors.BatchError` for inconsistent data, ``IndexError`` for bad index values,
+``TypeError`` for arguments of the wrong type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from runtime.errors import BatchError
+
+__all__ = [
+    "as_column_array",
+    "check_keys",
+    "check_same_columns",
+    "describe_tensor",
+    "normalize_index",
+]
+
+_Array = npt.NDArray[Any]
+
+
+def describe_tensor(t: torch.Tensor) -> str:
+    device = "" if t.device.type == "cpu" else f"@{t.device}"
+    return f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}{device}"
+
+
+def as_column_array(name: str, value: object) -> _Array:
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, list | tuple):
+        array = np.empty(len(value), dtype=object)
+        for i, item in enumerate(value):
+            array[i] = item
+        return array
+    raise BatchError(
+        f"non-tensor column {name!r} must be a numpy.ndarray, list or tuple, got "
+        f"{type(value).__name__}"
+    )
+
+
+def check_keys(
+    keys: Sequence[str], available: Mapping[str, object], what: str, arg: str
+) -> list[str]:
+    if isinstance(keys, str):
+        raise TypeError(
+            f"{arg} must be a sequence of names, got the string {keys!r}; use [{keys!r}]"
+        )
+    out = list(dict.fromkeys(keys))
+    for key in out:
+        if key not in available:
+            raise BatchError(f"unknown {what} {key!r}; available: {list(available)!r}")
+    return out
+
+
+def check_same_columns(
+    what: str, first: Mapping[str, object], other: Mapping[str, object], part: int
+) -> None:
+    if set(first) != set(other):
+        missing = sorted(set(first) - set(other))
+        extra = sorted(set(other) - set(first))
+        raise BatchError(
+            f"cannot concat: part {part} has {what} columns {sorted(other)!r} but part 0 has "
+            f"{sorted(first)!r} (missing: {missing!r}, extra: {extra!r}); select or pop the "
+            "same columns in every part"
+        )
+
+
+def normalize_index(idx: object, length: int) -> torch.Tensor:
+    """Turn a list / ndarray / tensor of ints or bools into a 1-D CPU int64 index tensor."""
+    if isinstance(idx, torch.Tensor):
+        index = idx.detach().cpu()
+        if index.is_floating_point() or index.is_complex():
+            raise TypeError(f"index tensors must be integer or bool, got dtype {index.dtype}")
+    elif isinstance(idx, np.ndarray | list | tuple):
+        array = np.asarray(idx)
+        if array.size == 0:
+            array = array.astype(np.int64).reshape(array.shape)
+        if array.dtype.kind not in "biu":
+            raise TypeError(f"index arrays must hold ints or bools, got dtype {array.dtype}")
+        index = torch.from_numpy(array.astype(np.bool_ if array.dtype.kind == "b" else np.int64))
+    else:
+        raise TypeError(
+            f"cannot select rows with {type(idx).__name__}; use a list of ints, a bool mask, an "
+            "ndarray or a tensor"
+        )
+    if index.ndim != 1:
+        raise IndexError(f"a row index must be 1-D, got shape {tuple(index.shape)}")
+    if index.dtype == torch.bool:
+        if index.numel() != length:
+            raise IndexError(
+                f"bool mask has length {index.numel()} but the batch has length {length}"
+            )
+        return index.nonzero().reshape(-1)
+    index = index.to(torch.int64)
+    if index.numel():
+        bad = (index < -length) | (index >= length)
+        if bool(bad.any()):
+            value = int(index[bad][0])
+            raise IndexError(f"row index {value} is out of range for a batch of length {length}")
+    return torch.where(index < 0, index + length, index)
