@@ -58,6 +58,7 @@ import torch
 
 from runtime._batch_checks import (
     as_column_array,
+    check_columns,
     check_keys,
     check_same_columns,
     describe_tensor,
@@ -125,65 +126,7 @@ class Batch:
 
         Runs at construction. Call it again after editing the column dicts directly.
         """
-        expected: int | None = None
-        first: str | None = None
-        for name, value in self.tensors.items():
-            if not isinstance(name, str):
-                raise BatchError(f"tensor column names must be str, got {name!r}")
-            if not isinstance(value, torch.Tensor):
-                raise BatchError(
-                    f"tensor column {name!r} must be a torch.Tensor, got "
-                    f"{type(value).__name__}; put numpy arrays and lists in non_tensors "
-                    "(Batch.from_dict converts lists)"
-                )
-            if value.layout != torch.strided:
-                raise BatchError(
-                    f"tensor column {name!r} has layout {value.layout}; only dense tensors are "
-                    "supported, convert it with .to_dense()"
-                )
-            if value.ndim < 1:
-                raise BatchError(
-                    f"tensor column {name!r} is 0-dimensional (value {value!r}); columns need a "
-                    "leading batch dimension: put scalars in meta or use value.reshape(1)"
-                )
-            if expected is None:
-                expected, first = value.shape[0], name
-            elif value.shape[0] != expected:
-                raise BatchError(
-                    f"tensor column {name!r} has length {value.shape[0]} but the batch has length "
-                    f"{expected} (from column {first!r}); every column must share the leading "
-                    "dimension"
-                )
-        for name, array in self.non_tensors.items():
-            if not isinstance(name, str):
-                raise BatchError(f"non-tensor column names must be str, got {name!r}")
-            if not isinstance(array, np.ndarray):
-                raise BatchError(
-                    f"non-tensor column {name!r} must be a numpy.ndarray, got "
-                    f"{type(array).__name__}; use Batch.from_dict, which converts lists to object "
-                    "arrays, or put tensors in tensors"
-                )
-            if array.ndim < 1:
-                raise BatchError(
-                    f"non-tensor column {name!r} is 0-dimensional (value {array!r}); columns need "
-                    "a leading batch dimension: put scalars in meta"
-                )
-            if name in self.tensors:
-                raise BatchError(
-                    f"column name {name!r} is used by both a tensor and a non-tensor column; "
-                    "rename one of them"
-                )
-            if expected is None:
-                expected, first = array.shape[0], name
-            elif array.shape[0] != expected:
-                raise BatchError(
-                    f"non-tensor column {name!r} has length {array.shape[0]} but the batch has "
-                    f"length {expected} (from column {first!r}); every column must share the "
-                    "leading dimension"
-                )
-        for key in self.meta:
-            if not isinstance(key, str):
-                raise BatchError(f"meta keys must be str, got {key!r}")
+        check_columns(self.tensors, self.non_tensors, self.meta)
 
     @classmethod
     def from_dict(

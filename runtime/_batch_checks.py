@@ -18,6 +18,7 @@ from runtime.errors import BatchError
 
 __all__ = [
     "as_column_array",
+    "check_columns",
     "check_keys",
     "check_same_columns",
     "describe_tensor",
@@ -25,6 +26,82 @@ __all__ = [
 ]
 
 _Array = npt.NDArray[Any]
+
+
+def check_columns(
+    tensors: Mapping[object, object],
+    non_tensors: Mapping[object, object],
+    meta: Mapping[object, object],
+) -> None:
+    """Raise :class:`BatchError` unless every column is well formed and all share one length,
+    no name is both a tensor and a non-tensor column, and every meta key is a str."""
+    lengths: dict[str, int] = {}
+    for name, value in tensors.items():
+        lengths[_column_name(name, "tensor")] = _tensor_length(name, value)
+    for name, array in non_tensors.items():
+        if name in tensors:
+            raise BatchError(
+                f"column name {name!r} is used by both a tensor and a non-tensor column; "
+                "rename one of them"
+            )
+        lengths[_column_name(name, "non-tensor")] = _array_length(name, array)
+    _check_lengths(lengths, tensors)
+    for key in meta:
+        if not isinstance(key, str):
+            raise BatchError(f"meta keys must be str, got {key!r}")
+
+
+def _column_name(name: object, kind: str) -> str:
+    if not isinstance(name, str):
+        raise BatchError(f"{kind} column names must be str, got {name!r}")
+    return name
+
+
+def _tensor_length(name: object, value: object) -> int:
+    if not isinstance(value, torch.Tensor):
+        raise BatchError(
+            f"tensor column {name!r} must be a torch.Tensor, got "
+            f"{type(value).__name__}; put numpy arrays and lists in non_tensors "
+            "(Batch.from_dict converts lists)"
+        )
+    if value.layout != torch.strided:
+        raise BatchError(
+            f"tensor column {name!r} has layout {value.layout}; only dense tensors are "
+            "supported, convert it with .to_dense()"
+        )
+    if value.ndim < 1:
+        raise BatchError(
+            f"tensor column {name!r} is 0-dimensional (value {value!r}); columns need a "
+            "leading batch dimension: put scalars in meta or use value.reshape(1)"
+        )
+    return int(value.shape[0])
+
+
+def _array_length(name: object, array: object) -> int:
+    if not isinstance(array, np.ndarray):
+        raise BatchError(
+            f"non-tensor column {name!r} must be a numpy.ndarray, got "
+            f"{type(array).__name__}; use Batch.from_dict, which converts lists to object "
+            "arrays, or put tensors in tensors"
+        )
+    if array.ndim < 1:
+        raise BatchError(
+            f"non-tensor column {name!r} is 0-dimensional (value {array!r}); columns need "
+            "a leading batch dimension: put scalars in meta"
+        )
+    return int(array.shape[0])
+
+
+def _check_lengths(lengths: Mapping[str, int], tensors: Mapping[object, object]) -> None:
+    first, expected = next(iter(lengths.items()), ("", 0))
+    for name, length in lengths.items():
+        if length != expected:
+            kind = "tensor" if name in tensors else "non-tensor"
+            raise BatchError(
+                f"{kind} column {name!r} has length {length} but the batch has length "
+                f"{expected} (from column {first!r}); every column must share the leading "
+                "dimension"
+            )
 
 
 def describe_tensor(t: torch.Tensor) -> str:
