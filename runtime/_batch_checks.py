@@ -29,9 +29,9 @@ _Array = npt.NDArray[Any]
 
 
 def check_columns(
-    tensors: Mapping[object, object],
-    non_tensors: Mapping[object, object],
-    meta: Mapping[object, object],
+    tensors: Mapping[Any, object],
+    non_tensors: Mapping[Any, object],
+    meta: Mapping[Any, object],
 ) -> None:
     """Raise :class:`BatchError` unless every column is well formed and all share one length,
     no name is both a tensor and a non-tensor column, and every meta key is a str."""
@@ -92,7 +92,7 @@ def _array_length(name: object, array: object) -> int:
     return int(array.shape[0])
 
 
-def _check_lengths(lengths: Mapping[str, int], tensors: Mapping[object, object]) -> None:
+def _check_lengths(lengths: Mapping[str, int], tensors: Mapping[Any, object]) -> None:
     first, expected = next(iter(lengths.items()), ("", 0))
     for name, length in lengths.items():
         if length != expected:
