@@ -3,7 +3,10 @@
 A :class:`Batch` is what flows between the controller and its workers. It is verl's
 ``DataProto`` without ``tensordict`` and without any backend:
 
-* ``tensors``: ``dict[str, torch.Tensor]``, dense (strided) tensors with ``ndim >= 1``;
+* ``tensors``: ``dict[str, torch.Tensor]``, dense (strided) tensors with ``ndim >= 1``, or
+  jagged nested tensors (``layout=torch.jagged``, ragged at dimension 1: one row of varying
+  length per batch entry). Every operation below carries jagged columns (row ``i`` of one is
+  a dense view of shape ``(length_i, ...)``); :mod:`runtime._batch_jagged` says how;
 * ``non_tensors``: ``dict[str, numpy.ndarray]``, usually object arrays (uids, prompts, dicts),
   but any ndarray with ``ndim >= 1`` is allowed;
 * ``meta``: ``dict[str, object]``, batch-level information (``"metrics"``, flags, temperatures).
@@ -56,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from runtime import _batch_columns as columns
 from runtime._batch_checks import (
     as_column_array,
     check_columns,
@@ -218,7 +222,7 @@ class Batch:
         j = i + n if i < 0 else i
         if not 0 <= j < n:
             raise IndexError(f"row {i} is out of range for a batch of length {n}")
-        row: dict[str, object] = {k: t[j] for k, t in self.tensors.items()}
+        row: dict[str, object] = {k: columns.row(t, j) for k, t in self.tensors.items()}
         row.update({k: a[j] for k, a in self.non_tensors.items()})
         return row
 
@@ -252,7 +256,7 @@ class Batch:
 
     def __deepcopy__(self, memo: dict[int, object]) -> Batch:
         return Batch(
-            {k: t.clone() for k, t in self.tensors.items()},
+            {k: columns.clone(t) for k, t in self.tensors.items()},
             copy.deepcopy(self.non_tensors, memo),
             copy.deepcopy(self.meta, memo),
         )
@@ -271,7 +275,7 @@ class Batch:
         if st < 0:
             return self.select_idxs(list(range(lo, hi, st)))
         return Batch(
-            {k: t[lo:hi:st] for k, t in self.tensors.items()},
+            {k: columns.slice_rows(t, lo, hi, st) for k, t in self.tensors.items()},
             {k: a[lo:hi:st] for k, a in self.non_tensors.items()},
             self.meta,
         )
@@ -282,7 +286,7 @@ class Batch:
         index = normalize_index(idx, len(self))
         index_np = index.numpy()
         return Batch(
-            {k: t.index_select(0, index.to(t.device)) for k, t in self.tensors.items()},
+            {k: columns.take_rows(t, index) for k, t in self.tensors.items()},
             {k: a[index_np] for k, a in self.non_tensors.items()},
             self.meta,
         )
@@ -328,8 +332,9 @@ class Batch:
             chunks.append(
                 Batch(
                     {
-                        k: _own_tensor(t[lo:hi]) if copy else t[lo:hi]
+                        k: columns.own(piece) if copy else piece
                         for k, t in self.tensors.items()
+                        for piece in [columns.slice_rows(t, lo, hi, 1)]
                     },
                     {
                         k: _own_array(a[lo:hi]) if copy else a[lo:hi]
@@ -482,11 +487,10 @@ class Batch:
         """Each row ``n`` times: interleaved gives ``a a b b``, otherwise tiled ``a b a b``."""
         if n < 0:
             raise BatchError(f"Batch.repeat needs n >= 0, got {n!r}")
+        tensors = {k: columns.repeat_rows(t, n, interleave) for k, t in self.tensors.items()}
         if interleave:
-            tensors = {k: t.repeat_interleave(n, dim=0) for k, t in self.tensors.items()}
             arrays = {k: np.repeat(a, n, axis=0) for k, a in self.non_tensors.items()}
         else:
-            tensors = {k: t.repeat(n, *([1] * (t.ndim - 1))) for k, t in self.tensors.items()}
             arrays = {
                 k: np.tile(a, (n,) + (1,) * (a.ndim - 1)) for k, a in self.non_tensors.items()
             }
@@ -495,7 +499,9 @@ class Batch:
     def to(self, device: torch.device | str) -> Batch:
         """A batch with every tensor moved to ``device`` (non-tensors are shared)."""
         return Batch(
-            {k: t.to(device) for k, t in self.tensors.items()}, self.non_tensors, self.meta
+            {k: columns.move(t, device) for k, t in self.tensors.items()},
+            self.non_tensors,
+            self.meta,
         )
 
     @staticmethod
@@ -518,16 +524,8 @@ class Batch:
             check_same_columns("tensor", first.tensors, part.tensors, i)
             check_same_columns("non-tensor", first.non_tensors, part.non_tensors, i)
         tensors: dict[str, torch.Tensor] = {}
-        for k, t0 in first.tensors.items():
-            pieces = [p.tensors[k] for p in parts]
-            for i, t in enumerate(pieces):
-                if t.dtype != t0.dtype or t.device != t0.device or t.shape[1:] != t0.shape[1:]:
-                    raise BatchError(
-                        f"cannot concat tensor column {k!r}: part 0 is {describe_tensor(t0)} but "
-                        f"part {i} is {describe_tensor(t)}; dtype, device and trailing shape "
-                        "must match"
-                    )
-            tensors[k] = torch.cat(pieces, dim=0)
+        for k in first.tensors:
+            tensors[k] = columns.cat_rows(k, [p.tensors[k] for p in parts])
         arrays: dict[str, _Array] = {}
         for k, a0 in first.non_tensors.items():
             chunks = [p.non_tensors[k] for p in parts]
@@ -680,17 +678,6 @@ def _gather_metrics(out: dict[str, list[object]], value: object, part: int) -> N
     for d in dicts:
         for name, metric in d.items():
             out.setdefault(str(name), []).append(metric)
-
-
-def _own_tensor(t: torch.Tensor) -> torch.Tensor:
-    """``t`` if it owns exactly its storage, else a compact clone."""
-    if (
-        t.is_contiguous()
-        and t.storage_offset() == 0
-        and t.untyped_storage().nbytes() == t.numel() * t.element_size()
-    ):
-        return t
-    return t.clone(memory_format=torch.contiguous_format)
 
 
 def _own_array(a: _Array) -> _Array:

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from runtime import _batch_jagged as jagged
 from runtime.errors import BatchError
 
 __all__ = [
@@ -64,10 +65,12 @@ def _tensor_length(name: object, value: object) -> int:
             f"{type(value).__name__}; put numpy arrays and lists in non_tensors "
             "(Batch.from_dict converts lists)"
         )
-    if value.layout != torch.strided:
+    if value.layout == torch.jagged:
+        jagged.check_column(str(name), value)
+    elif value.layout != torch.strided:
         raise BatchError(
-            f"tensor column {name!r} has layout {value.layout}; only dense tensors are "
-            "supported, convert it with .to_dense()"
+            f"tensor column {name!r} has layout {value.layout}; only dense (strided) and "
+            "jagged nested tensors are supported, convert it with .to_dense()"
         )
     if value.ndim < 1:
         raise BatchError(
@@ -105,8 +108,8 @@ def _check_lengths(lengths: Mapping[str, int], tensors: Mapping[Any, object]) ->
 
 
 def describe_tensor(t: torch.Tensor) -> str:
-    device = "" if t.device.type == "cpu" else f"@{t.device}"
-    return f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}{device}"
+    """A short description, e.g. ``float32[4, 8]`` or ``int64[4, jagged]@cuda:0``."""
+    return jagged.describe(t)
 
 
 def as_column_array(name: str, value: object) -> _Array:

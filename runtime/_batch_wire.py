@@ -27,13 +27,18 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from runtime import _batch_jagged as jagged
 from runtime.errors import BatchError
 
 __all__ = ["WIRE_FORMAT", "decode_payload", "encode_payload"]
 
 _Array = npt.NDArray[Any]
 
-WIRE_FORMAT = "runtime.batch/1"
+WIRE_FORMAT = "runtime.batch/2"
+"""The format this runtime writes. It reads it and ``runtime.batch/1`` (the same payload
+without jagged columns)."""
+
+_READABLE = frozenset({"runtime.batch/1", WIRE_FORMAT})
 
 
 def encode_payload(
@@ -44,32 +49,12 @@ def encode_payload(
 ) -> dict[str, object]:
     """The versioned payload for one batch's columns and meta (see the module docstring)."""
     out_of_band = operator.index(protocol) >= 5
-    entries: list[dict[str, object]] = []
-    for name, t in tensors.items():
-        entries.append(
-            {
-                "name": name,
-                "dtype": str(t.dtype).removeprefix("torch."),
-                "shape": tuple(int(s) for s in t.shape),
-                "data": _wrap_bytes(_tensor_bytes(t), out_of_band),
-            }
-        )
-    arrays: list[dict[str, object]] = []
-    for name, a in non_tensors.items():
-        if a.dtype.hasobject or a.dtype.itemsize == 0:
-            arrays.append({"name": name, "encoding": "pickle", "array": a})
-        else:
-            raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-            arrays.append(
-                {
-                    "name": name,
-                    "encoding": "raw",
-                    "dtype": a.dtype,
-                    "shape": a.shape,
-                    "data": _wrap_bytes(raw, out_of_band),
-                }
-            )
-    return {"format": WIRE_FORMAT, "tensors": entries, "non_tensors": arrays, "meta": meta}
+    return {
+        "format": WIRE_FORMAT,
+        "tensors": [_encode_tensor(k, t, out_of_band) for k, t in tensors.items()],
+        "non_tensors": [_encode_array(k, a, out_of_band) for k, a in non_tensors.items()],
+        "meta": meta,
+    }
 
 
 def decode_payload(
@@ -78,36 +63,88 @@ def decode_payload(
     """``(tensors, non_tensors, meta)`` decoded from a payload made by :func:`encode_payload`;
     depends on the payload alone."""
     fmt = payload.get("format") if isinstance(payload, Mapping) else None
-    if fmt != WIRE_FORMAT:
+    if fmt not in _READABLE:
         raise BatchError(
-            f"unknown batch wire format {fmt!r}; this runtime reads {WIRE_FORMAT!r}. The sender "
-            "runs a different runtime version: install the same version on both sides"
+            f"unknown batch wire format {fmt!r}; this runtime reads {sorted(_READABLE)!r}. The "
+            "sender runs a different runtime version: install the same version on both sides"
         )
-    tensors: dict[str, torch.Tensor] = {}
-    for entry in payload["tensors"]:
-        name = entry["name"]
-        dtype = _torch_dtype(entry["dtype"])
-        shape = tuple(entry["shape"])
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        nbytes = math.prod(shape) * itemsize
-        raw = _receive_bytes(entry["data"], nbytes, itemsize, f"tensor column {name!r}")
-        if nbytes == 0:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-        else:
-            tensors[name] = torch.from_numpy(raw).view(dtype).reshape(shape)
-    arrays: dict[str, _Array] = {}
-    for entry in payload["non_tensors"]:
-        name = entry["name"]
-        if entry["encoding"] == "pickle":
-            arrays[name] = entry["array"]
-            continue
-        np_dtype = np.dtype(entry["dtype"])
-        shape = tuple(entry["shape"])
-        nbytes = math.prod(shape) * np_dtype.itemsize
-        raw = _receive_bytes(entry["data"], nbytes, np_dtype.alignment, f"non-tensor {name!r}")
-        arrays[name] = raw.view(np_dtype).reshape(shape)
+    tensors = {entry["name"]: _decode_tensor(entry) for entry in payload["tensors"]}
+    arrays = {entry["name"]: _decode_array(entry) for entry in payload["non_tensors"]}
     meta: dict[str, object] = payload["meta"]
     return tensors, arrays, meta
+
+
+def _encode_tensor(name: str, t: torch.Tensor, out_of_band: bool) -> dict[str, object]:
+    entry: dict[str, object] = {"name": name, "dtype": str(t.dtype).removeprefix("torch.")}
+    if jagged.is_jagged(t):
+        values, offsets = jagged.parts(t)
+        entry["layout"] = "jagged"
+        entry["rows"] = int(offsets.numel()) - 1
+        entry["offsets"] = _wrap_bytes(_tensor_bytes(offsets.to(torch.int64)), out_of_band)
+        t = values
+    entry["shape"] = tuple(int(s) for s in t.shape)
+    entry["data"] = _wrap_bytes(_tensor_bytes(t), out_of_band)
+    return entry
+
+
+def _encode_array(name: str, a: _Array, out_of_band: bool) -> dict[str, object]:
+    if a.dtype.hasobject or a.dtype.itemsize == 0:
+        return {"name": name, "encoding": "pickle", "array": a}
+    raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    return {
+        "name": name,
+        "encoding": "raw",
+        "dtype": a.dtype,
+        "shape": a.shape,
+        "data": _wrap_bytes(raw, out_of_band),
+    }
+
+
+def _decode_tensor(entry: Mapping[str, Any]) -> torch.Tensor:
+    name = entry["name"]
+    values = _decode_dense(
+        entry["data"],
+        _torch_dtype(entry["dtype"]),
+        tuple(entry["shape"]),
+        f"tensor column {name!r}",
+    )
+    layout = entry.get("layout", "strided")
+    if layout == "strided":
+        return values
+    if layout != "jagged":
+        raise BatchError(f"corrupt batch payload: tensor column {name!r} has layout {layout!r}")
+    rows = int(entry["rows"])
+    offsets = _decode_dense(entry["offsets"], torch.int64, (rows + 1,), f"offsets of {name!r}")
+    if rows < 0 or int(offsets[0]) != 0 or int(offsets[-1]) != values.shape[0]:
+        raise BatchError(
+            f"corrupt batch payload: jagged column {name!r} has offsets that do not span its "
+            f"{values.shape[0]} values"
+        )
+    return jagged.build(values, offsets)
+
+
+def _decode_dense(
+    data: object, dtype: torch.dtype, shape: tuple[int, ...], what: str
+) -> torch.Tensor:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * itemsize
+    raw = _receive_bytes(data, nbytes, itemsize, what)
+    if nbytes == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.from_numpy(raw).view(dtype).reshape(shape)
+
+
+def _decode_array(entry: Mapping[str, Any]) -> _Array:
+    name = entry["name"]
+    if entry["encoding"] == "pickle":
+        pickled: _Array = entry["array"]
+        return pickled
+    np_dtype = np.dtype(entry["dtype"])
+    shape = tuple(entry["shape"])
+    nbytes = math.prod(shape) * np_dtype.itemsize
+    raw = _receive_bytes(entry["data"], nbytes, np_dtype.alignment, f"non-tensor {name!r}")
+    array: _Array = raw.view(np_dtype).reshape(shape)
+    return array
 
 
 def _tensor_bytes(t: torch.Tensor) -> _Array:
