@@ -39,7 +39,7 @@ def slice_rows(t: torch.Tensor, lo: int, hi: int, step: int) -> torch.Tensor:
         return t[lo:hi:step]
     if step == 1:
         return jagged.slice_rows(t, lo, hi)
-    return jagged.select_rows(t, torch.arange(lo, hi, step))
+    return jagged.select_rows(t, torch.arange(lo, max(lo, hi), step))
 
 
 def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
