@@ -38,8 +38,11 @@ A :class:`Batch` is what flows between the controller and its workers. It is ver
   ``TypeError``.
 
 **Wire format.** Pickling goes through a small versioned payload with out-of-band buffers
-for tensor and numeric array data; :mod:`runtime._batch_wire` states the format and the
-receive rules.
+for tensor and numeric array data; :mod:`runtime._batch_wire` states the format and the copy
+rule for received buffers: read-only ones (an object store's memory) are not copied on
+arrival; a column over one is copied once, by the first operation that makes fresh storage
+from it (``concat``...) or on the first read of :attr:`Batch.tensors` / :attr:`Batch.non_tensors`
+/ a row, whichever comes first. User code only ever sees memory the batch owns.
 
 **Padding switch.** :attr:`Batch.padding_enabled` is true when ``meta["_auto_padding"]`` is
 truthy (see :meth:`Batch.with_auto_padding`), or ``batch_config.auto_padding`` is set, or the
@@ -69,7 +72,12 @@ from runtime._batch_checks import (
     normalize_index,
 )
 from runtime._batch_equal import deep_equal
-from runtime._batch_wire import decode_payload, encode_payload
+from runtime._batch_wire import (
+    copy_borrowed,
+    copy_borrowed_array,
+    decode_payload,
+    encode_payload,
+)
 from runtime.errors import BatchError
 
 __all__ = ["Batch", "BatchConfig", "batch_config"]
@@ -106,10 +114,11 @@ class Batch:
     AUTO_PADDING_KEY: ClassVar[str] = "_auto_padding"
     """The ``meta`` key that turns :attr:`padding_enabled` on for one batch."""
 
-    __slots__ = ("meta", "non_tensors", "tensors")
+    __slots__ = ("_borrowed", "_non_tensors", "_tensors", "meta")
 
-    tensors: dict[str, torch.Tensor]
-    non_tensors: dict[str, _Array]
+    _tensors: dict[str, torch.Tensor]
+    _non_tensors: dict[str, _Array]
+    _borrowed: frozenset[str]
     meta: dict[str, object]
 
     def __init__(
@@ -118,10 +127,61 @@ class Batch:
         non_tensors: Mapping[str, _Array] | None = None,
         meta: Mapping[str, object] | None = None,
     ) -> None:
-        self.tensors = dict(tensors) if tensors is not None else {}
-        self.non_tensors = dict(non_tensors) if non_tensors is not None else {}
+        self._tensors = dict(tensors) if tensors is not None else {}
+        self._non_tensors = dict(non_tensors) if non_tensors is not None else {}
         self.meta = dict(meta) if meta is not None else {}
+        self._borrowed = frozenset()
         self.check_consistency()
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensor columns (a dict you may edit; call :meth:`check_consistency` after).
+
+        A column that still views read-only received memory is copied here, on first access
+        (see the copy rule in :mod:`runtime._batch_wire`), so every tensor you get is
+        writable memory of this batch's own.
+        """
+        if self._borrowed:
+            self._own_borrowed(tensors=True)
+        return self._tensors
+
+    @property
+    def non_tensors(self) -> dict[str, _Array]:
+        """The non-tensor columns (numpy arrays); received read-only ones are copied on first
+        access, like :attr:`tensors`."""
+        if self._borrowed:
+            self._own_borrowed(tensors=False)
+        return self._non_tensors
+
+    def _own_borrowed(self, *, tensors: bool) -> None:
+        """Copy the borrowed columns of one kind into memory of this batch's own."""
+        kind: dict[str, Any] = self._tensors if tensors else self._non_tensors
+        done = {name for name in self._borrowed if name in kind}
+        for name in done:
+            if tensors:
+                self._tensors[name] = copy_borrowed(self._tensors[name])
+            else:
+                self._non_tensors[name] = copy_borrowed_array(self._non_tensors[name])
+        self._borrowed = self._borrowed - done
+
+    def _derive(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        non_tensors: Mapping[str, _Array],
+        meta: Mapping[str, object],
+        *,
+        sources: Sequence[Batch] = (),
+        renamed: tuple[str, str] | None = None,
+    ) -> Batch:
+        """A batch over columns shared with (or viewing) ``self`` and ``sources``: a name that
+        was borrowed in any of them stays borrowed (after ``renamed = (old, new)``)."""
+        out = Batch(tensors, non_tensors, meta)
+        borrowed = set(self._borrowed).union(*(b._borrowed for b in sources))
+        if renamed is not None and renamed[0] in borrowed:
+            borrowed.add(renamed[1])
+        names = out._tensors.keys() | out._non_tensors.keys()
+        out._borrowed = frozenset(borrowed & names)
+        return out
 
     # ------------------------------------------------------------------ construction
 
@@ -130,7 +190,7 @@ class Batch:
 
         Runs at construction. Call it again after editing the column dicts directly.
         """
-        check_columns(self.tensors, self.non_tensors, self.meta)
+        check_columns(self._tensors, self._non_tensors, self.meta)
 
     @classmethod
     def from_dict(
@@ -174,9 +234,9 @@ class Batch:
     # ------------------------------------------------------------------ basic protocol
 
     def __len__(self) -> int:
-        for tensor in self.tensors.values():
+        for tensor in self._tensors.values():
             return int(tensor.shape[0])
-        for array in self.non_tensors.values():
+        for array in self._non_tensors.values():
             return int(array.shape[0])
         return 0
 
@@ -227,8 +287,8 @@ class Batch:
         return row
 
     def __repr__(self) -> str:
-        tensors = ", ".join(f"{k!r}: {describe_tensor(t)}" for k, t in self.tensors.items())
-        arrays = ", ".join(f"{k!r}: {a.dtype}{list(a.shape)}" for k, a in self.non_tensors.items())
+        tensors = ", ".join(f"{k!r}: {describe_tensor(t)}" for k, t in self._tensors.items())
+        arrays = ", ".join(f"{k!r}: {a.dtype}{list(a.shape)}" for k, a in self._non_tensors.items())
         return (
             f"Batch(len={len(self)}, tensors={{{tensors}}}, non_tensors={{{arrays}}}, "
             f"meta_keys={list(self.meta)!r})"
@@ -239,25 +299,25 @@ class Batch:
         values, and equal meta. (``==`` stays identity.)"""
         if not isinstance(other, Batch):
             return False
-        if set(self.tensors) != set(other.tensors):
+        if set(self._tensors) != set(other._tensors):
             return False
-        if set(self.non_tensors) != set(other.non_tensors):
+        if set(self._non_tensors) != set(other._non_tensors):
             return False
         if set(self.meta) != set(other.meta):
             return False
-        if not all(deep_equal(t, other.tensors[k]) for k, t in self.tensors.items()):
+        if not all(deep_equal(t, other._tensors[k]) for k, t in self._tensors.items()):
             return False
-        if not all(deep_equal(a, other.non_tensors[k]) for k, a in self.non_tensors.items()):
+        if not all(deep_equal(a, other._non_tensors[k]) for k, a in self._non_tensors.items()):
             return False
         return all(deep_equal(v, other.meta[k]) for k, v in self.meta.items())
 
     def __copy__(self) -> Batch:
-        return Batch(self.tensors, self.non_tensors, self.meta)
+        return self._derive(self._tensors, self._non_tensors, self.meta)
 
     def __deepcopy__(self, memo: dict[int, object]) -> Batch:
         return Batch(
-            {k: columns.clone(t) for k, t in self.tensors.items()},
-            copy.deepcopy(self.non_tensors, memo),
+            {k: columns.clone(t) for k, t in self._tensors.items()},
+            copy.deepcopy(self._non_tensors, memo),
             copy.deepcopy(self.meta, memo),
         )
 
@@ -274,9 +334,9 @@ class Batch:
         lo, hi, st = slice(start, stop, step).indices(length)
         if st < 0:
             return self.select_idxs(list(range(lo, hi, st)))
-        return Batch(
-            {k: columns.slice_rows(t, lo, hi, st) for k, t in self.tensors.items()},
-            {k: a[lo:hi:st] for k, a in self.non_tensors.items()},
+        return self._derive(
+            {k: columns.slice_rows(t, lo, hi, st) for k, t in self._tensors.items()},
+            {k: a[lo:hi:st] for k, a in self._non_tensors.items()},
             self.meta,
         )
 
@@ -286,8 +346,8 @@ class Batch:
         index = normalize_index(idx, len(self))
         index_np = index.numpy()
         return Batch(
-            {k: columns.take_rows(t, index) for k, t in self.tensors.items()},
-            {k: a[index_np] for k, a in self.non_tensors.items()},
+            {k: columns.take_rows(t, index) for k, t in self._tensors.items()},
+            {k: a[index_np] for k, a in self._non_tensors.items()},
             self.meta,
         )
 
@@ -330,15 +390,15 @@ class Batch:
         for i in range(n):
             lo, hi = i * size, (i + 1) * size
             chunks.append(
-                Batch(
+                self._derive(
                     {
                         k: columns.own(piece) if copy else piece
-                        for k, t in self.tensors.items()
+                        for k, t in self._tensors.items()
                         for piece in [columns.slice_rows(t, lo, hi, 1)]
                     },
                     {
                         k: _own_array(a[lo:hi]) if copy else a[lo:hi]
-                        for k, a in self.non_tensors.items()
+                        for k, a in self._non_tensors.items()
                     },
                     self.meta,
                 )
@@ -363,15 +423,15 @@ class Batch:
         """A batch with only the named columns and meta keys (``None`` keeps all of a kind).
         Column objects are shared, not copied."""
         t_keys = (
-            list(self.tensors)
+            list(self._tensors)
             if tensor_keys is None
-            else check_keys(tensor_keys, self.tensors, "tensor column", "tensor_keys")
+            else check_keys(tensor_keys, self._tensors, "tensor column", "tensor_keys")
         )
         n_keys = (
-            list(self.non_tensors)
+            list(self._non_tensors)
             if non_tensor_keys is None
             else check_keys(
-                non_tensor_keys, self.non_tensors, "non-tensor column", "non_tensor_keys"
+                non_tensor_keys, self._non_tensors, "non-tensor column", "non_tensor_keys"
             )
         )
         m_keys = (
@@ -379,9 +439,9 @@ class Batch:
             if meta_keys is None
             else check_keys(meta_keys, self.meta, "meta key", "meta_keys")
         )
-        return Batch(
-            {k: self.tensors[k] for k in t_keys},
-            {k: self.non_tensors[k] for k in n_keys},
+        return self._derive(
+            {k: self._tensors[k] for k in t_keys},
+            {k: self._non_tensors[k] for k in n_keys},
             {k: self.meta[k] for k in m_keys},
         )
 
@@ -395,22 +455,23 @@ class Batch:
 
         All keys are checked before anything is removed, so a failed pop changes nothing.
         """
-        t_keys = check_keys(tensor_keys, self.tensors, "tensor column", "tensor_keys")
+        t_keys = check_keys(tensor_keys, self._tensors, "tensor column", "tensor_keys")
         n_keys = check_keys(
-            non_tensor_keys, self.non_tensors, "non-tensor column", "non_tensor_keys"
+            non_tensor_keys, self._non_tensors, "non-tensor column", "non_tensor_keys"
         )
         m_keys = check_keys(meta_keys, self.meta, "meta key", "meta_keys")
-        popped = Batch(
-            {k: self.tensors[k] for k in t_keys},
-            {k: self.non_tensors[k] for k in n_keys},
+        popped = self._derive(
+            {k: self._tensors[k] for k in t_keys},
+            {k: self._non_tensors[k] for k in n_keys},
             {k: self.meta[k] for k in m_keys},
         )
         for k in t_keys:
-            del self.tensors[k]
+            del self._tensors[k]
         for k in n_keys:
-            del self.non_tensors[k]
+            del self._non_tensors[k]
         for k in m_keys:
             del self.meta[k]
+        self._borrowed = self._borrowed.difference(t_keys, n_keys)
         return popped
 
     def union(self, other: Batch) -> Batch:
@@ -421,16 +482,16 @@ class Batch:
         """
         if not isinstance(other, Batch):
             raise TypeError(f"Batch.union needs a Batch, got {type(other).__name__}")
-        has_columns = bool(self.tensors or self.non_tensors)
-        other_has_columns = bool(other.tensors or other.non_tensors)
+        has_columns = bool(self._tensors or self._non_tensors)
+        other_has_columns = bool(other._tensors or other._non_tensors)
         if has_columns and other_has_columns and len(self) != len(other):
             raise BatchError(
                 f"cannot union batches of lengths {len(self)} and {len(other)}; select matching "
                 "rows first"
             )
-        tensors = dict(self.tensors)
-        for k, t in other.tensors.items():
-            if k in self.non_tensors:
+        tensors = dict(self._tensors)
+        for k, t in other._tensors.items():
+            if k in self._non_tensors:
                 raise BatchError(
                     f"cannot union: {k!r} is a non-tensor column in self but a tensor column in "
                     "other; rename one of them"
@@ -442,9 +503,9 @@ class Batch:
                     "rename or pop one of them"
                 )
             tensors.setdefault(k, t)
-        arrays = dict(self.non_tensors)
-        for k, a in other.non_tensors.items():
-            if k in self.tensors:
+        arrays = dict(self._non_tensors)
+        for k, a in other._non_tensors.items():
+            if k in self._tensors:
                 raise BatchError(
                     f"cannot union: {k!r} is a tensor column in self but a non-tensor column in "
                     "other; rename one of them"
@@ -463,44 +524,45 @@ class Batch:
                     f"(self: {meta[k]!r}, other: {v!r}); pop it from one of them"
                 )
             meta.setdefault(k, v)
-        return Batch(tensors, arrays, meta)
+        return self._derive(tensors, arrays, meta, sources=[other])
 
     def rename(self, old: str, new: str) -> Batch:
         """A batch with column ``old`` (tensor or non-tensor) renamed to ``new``; column order
         is kept."""
-        if old not in self.tensors and old not in self.non_tensors:
+        if old not in self._tensors and old not in self._non_tensors:
             raise BatchError(
                 f"cannot rename {old!r}: no such column; available tensor columns: "
-                f"{list(self.tensors)!r}, non-tensor columns: {list(self.non_tensors)!r}"
+                f"{list(self._tensors)!r}, non-tensor columns: {list(self._non_tensors)!r}"
             )
-        if new != old and (new in self.tensors or new in self.non_tensors):
+        if new != old and (new in self._tensors or new in self._non_tensors):
             raise BatchError(
                 f"cannot rename {old!r} to {new!r}: column {new!r} already exists; pop it first"
             )
-        return Batch(
-            {(new if k == old else k): t for k, t in self.tensors.items()},
-            {(new if k == old else k): a for k, a in self.non_tensors.items()},
+        return self._derive(
+            {(new if k == old else k): t for k, t in self._tensors.items()},
+            {(new if k == old else k): a for k, a in self._non_tensors.items()},
             self.meta,
+            renamed=(old, new),
         )
 
     def repeat(self, n: int, *, interleave: bool = True) -> Batch:
         """Each row ``n`` times: interleaved gives ``a a b b``, otherwise tiled ``a b a b``."""
         if n < 0:
             raise BatchError(f"Batch.repeat needs n >= 0, got {n!r}")
-        tensors = {k: columns.repeat_rows(t, n, interleave) for k, t in self.tensors.items()}
+        tensors = {k: columns.repeat_rows(t, n, interleave) for k, t in self._tensors.items()}
         if interleave:
-            arrays = {k: np.repeat(a, n, axis=0) for k, a in self.non_tensors.items()}
+            arrays = {k: np.repeat(a, n, axis=0) for k, a in self._non_tensors.items()}
         else:
             arrays = {
-                k: np.tile(a, (n,) + (1,) * (a.ndim - 1)) for k, a in self.non_tensors.items()
+                k: np.tile(a, (n,) + (1,) * (a.ndim - 1)) for k, a in self._non_tensors.items()
             }
         return Batch(tensors, arrays, self.meta)
 
     def to(self, device: torch.device | str) -> Batch:
         """A batch with every tensor moved to ``device`` (non-tensors are shared)."""
-        return Batch(
-            {k: columns.move(t, device) for k, t in self.tensors.items()},
-            self.non_tensors,
+        return self._derive(
+            {k: columns.move(t, device) for k, t in self._tensors.items()},
+            self._non_tensors,
             self.meta,
         )
 
@@ -521,14 +583,14 @@ class Batch:
                 raise TypeError(f"Batch.concat: item {i} is a {type(part).__name__}, not a Batch")
         first = parts[0]
         for i, part in enumerate(parts[1:], start=1):
-            check_same_columns("tensor", first.tensors, part.tensors, i)
-            check_same_columns("non-tensor", first.non_tensors, part.non_tensors, i)
+            check_same_columns("tensor", first._tensors, part._tensors, i)
+            check_same_columns("non-tensor", first._non_tensors, part._non_tensors, i)
         tensors: dict[str, torch.Tensor] = {}
-        for k in first.tensors:
-            tensors[k] = columns.cat_rows(k, [p.tensors[k] for p in parts])
+        for k in first._tensors:
+            tensors[k] = columns.cat_rows(k, [p._tensors[k] for p in parts])
         arrays: dict[str, _Array] = {}
-        for k, a0 in first.non_tensors.items():
-            chunks = [p.non_tensors[k] for p in parts]
+        for k, a0 in first._non_tensors.items():
+            chunks = [p._non_tensors[k] for p in parts]
             for i, a in enumerate(chunks):
                 if a.shape[1:] != a0.shape[1:]:
                     raise BatchError(
@@ -557,7 +619,7 @@ class Batch:
             meta[self.AUTO_PADDING_KEY] = True
         else:
             meta.pop(self.AUTO_PADDING_KEY, None)
-        return Batch(self.tensors, self.non_tensors, meta)
+        return self._derive(self._tensors, self._non_tensors, meta)
 
     def pad_to_multiple(self, n: int) -> tuple[Batch, int]:
         """``(padded, pad)``: a new batch whose length is the next multiple of ``n``, padded by
@@ -573,7 +635,7 @@ class Batch:
             )
         pad = -length % n
         if pad == 0:
-            return Batch(self.tensors, self.non_tensors, self.meta), 0
+            return self._derive(self._tensors, self._non_tensors, self.meta), 0
         index = torch.cat([torch.arange(length), torch.arange(pad) % length])
         return self.select_idxs(index), pad
 
@@ -634,7 +696,7 @@ class Batch:
 
     def __reduce_ex__(self, protocol: SupportsIndex, /) -> tuple[object, ...]:
         """Pickle through the versioned wire format (see :mod:`runtime._batch_wire`)."""
-        payload = encode_payload(self.tensors, self.non_tensors, self.meta, protocol)
+        payload = encode_payload(self._tensors, self._non_tensors, self.meta, protocol)
         return (_rebuild_batch, (payload,))
 
 
@@ -689,4 +751,7 @@ def _own_array(a: _Array) -> _Array:
 
 def _rebuild_batch(payload: Mapping[str, Any]) -> Batch:
     """Decode a payload made by ``Batch.__reduce_ex__``; depends on the payload alone."""
-    return Batch(*decode_payload(payload))
+    decoded = decode_payload(payload)
+    batch = Batch(decoded.tensors, decoded.non_tensors, decoded.meta)
+    batch._borrowed = decoded.borrowed
+    return batch

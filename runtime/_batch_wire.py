@@ -10,9 +10,33 @@ shared memory) never copies tensor data into the pickle stream. With protocol < 
 bytes travel in-band. Only a tensor's own elements are shipped, never the rest of the storage
 it is a view of. Object arrays and ``meta`` are pickled normally. The receiver decodes from
 the payload alone (never from its own environment): tensors arrive detached and on the CPU.
-A received buffer is used without a copy when it is writable and aligned; a read-only buffer
-(for example an object-store mapping) is copied once, because torch tensors over read-only
-memory are unsafe (and ``torch.from_numpy`` warns about them).
+
+**The copy rule for received buffers.** A received buffer is never copied on arrival (only a
+misaligned one is, which no transport we know produces). A writable buffer simply becomes the
+column's memory. A read-only buffer (an object store's shared mapping, ``bytes``) is wrapped
+as it is and its column is marked *borrowed*; then:
+
+* the batch's own operations read borrowed columns freely and never write to them: ``len``,
+  ``repr``, ``equals``, pickling again (a worker that returns its input forwards the store's
+  bytes without a copy), and the operations that make fresh storage (``concat``,
+  ``select_idxs``, ``repeat``, padding, ``deepcopy``), whose output is the one copy - so the
+  driver's concatenation of the ranks' results copies each result buffer exactly once;
+* views (``slice``, ``select``, ``rename``, ``chunk``, ``union``, ...) stay borrowed;
+* user code never sees borrowed memory: the first read of :attr:`Batch.tensors`,
+  :attr:`Batch.non_tensors` or a row copies that kind's borrowed columns into memory the
+  batch owns (once), so in-place writes are always allowed and always private.
+
+Why not hand out tensors over the read-only memory: torch has no read-only tensors. Over a
+read-only buffer ``torch.from_numpy`` only warns, and an in-place op then writes straight into
+the object store, so every later reader of that object sees the change (tested in
+``tests/test_batch_transport.py``). Copying on first access instead of at receive time also
+keeps the rule "each rank gets a private copy": ranks on one node may map the same stored
+object, but a rank only writes after its own copy. Methods need no flag to mutate their
+inputs. A borrowed column keeps its received buffer (and so the stored object) alive until
+the column is copied or dropped.
+
+:func:`receive_stats` counts received buffers, borrowed ones and copies of received data, per
+process, for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -20,8 +44,9 @@ from __future__ import annotations
 import math
 import operator
 import pickle
+import threading
 from collections.abc import Mapping
-from typing import Any, SupportsIndex
+from typing import Any, NamedTuple, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +55,15 @@ import torch
 from runtime import _batch_jagged as jagged
 from runtime.errors import BatchError
 
-__all__ = ["WIRE_FORMAT", "decode_payload", "encode_payload"]
+__all__ = [
+    "WIRE_FORMAT",
+    "Decoded",
+    "copy_borrowed",
+    "copy_borrowed_array",
+    "decode_payload",
+    "encode_payload",
+    "receive_stats",
+]
 
 _Array = npt.NDArray[Any]
 
@@ -57,21 +90,30 @@ def encode_payload(
     }
 
 
-def decode_payload(
-    payload: Mapping[str, Any],
-) -> tuple[dict[str, torch.Tensor], dict[str, _Array], dict[str, object]]:
-    """``(tensors, non_tensors, meta)`` decoded from a payload made by :func:`encode_payload`;
-    depends on the payload alone."""
+class Decoded(NamedTuple):
+    """A decoded batch: its columns, its meta, and the names of the columns that are views of
+    read-only received memory (the caller must copy those before anyone may write to them)."""
+
+    tensors: dict[str, torch.Tensor]
+    non_tensors: dict[str, _Array]
+    meta: dict[str, object]
+    borrowed: frozenset[str]
+
+
+def decode_payload(payload: Mapping[str, Any]) -> Decoded:
+    """The batch encoded in ``payload`` (made by :func:`encode_payload`); depends on the
+    payload alone. Read-only buffers are wrapped, not copied (see the module docstring)."""
     fmt = payload.get("format") if isinstance(payload, Mapping) else None
     if fmt not in _READABLE:
         raise BatchError(
             f"unknown batch wire format {fmt!r}; this runtime reads {sorted(_READABLE)!r}. The "
             "sender runs a different runtime version: install the same version on both sides"
         )
-    tensors = {entry["name"]: _decode_tensor(entry) for entry in payload["tensors"]}
-    arrays = {entry["name"]: _decode_array(entry) for entry in payload["non_tensors"]}
+    borrowed: set[str] = set()
+    tensors = {entry["name"]: _decode_tensor(entry, borrowed) for entry in payload["tensors"]}
+    arrays = {entry["name"]: _decode_array(entry, borrowed) for entry in payload["non_tensors"]}
     meta: dict[str, object] = payload["meta"]
-    return tensors, arrays, meta
+    return Decoded(tensors, arrays, meta, frozenset(borrowed))
 
 
 def _encode_tensor(name: str, t: torch.Tensor, out_of_band: bool) -> dict[str, object]:
@@ -100,13 +142,15 @@ def _encode_array(name: str, a: _Array, out_of_band: bool) -> dict[str, object]:
     }
 
 
-def _decode_tensor(entry: Mapping[str, Any]) -> torch.Tensor:
+def _decode_tensor(entry: Mapping[str, Any], borrowed: set[str]) -> torch.Tensor:
     name = entry["name"]
     values = _decode_dense(
         entry["data"],
         _torch_dtype(entry["dtype"]),
         tuple(entry["shape"]),
         f"tensor column {name!r}",
+        name,
+        borrowed,
     )
     layout = entry.get("layout", "strided")
     if layout == "strided":
@@ -114,7 +158,9 @@ def _decode_tensor(entry: Mapping[str, Any]) -> torch.Tensor:
     if layout != "jagged":
         raise BatchError(f"corrupt batch payload: tensor column {name!r} has layout {layout!r}")
     rows = int(entry["rows"])
-    offsets = _decode_dense(entry["offsets"], torch.int64, (rows + 1,), f"offsets of {name!r}")
+    offsets = _decode_dense(
+        entry["offsets"], torch.int64, (rows + 1,), f"offsets of {name!r}", name, borrowed
+    )
     if rows < 0 or int(offsets[0]) != 0 or int(offsets[-1]) != values.shape[0]:
         raise BatchError(
             f"corrupt batch payload: jagged column {name!r} has offsets that do not span its "
@@ -124,17 +170,27 @@ def _decode_tensor(entry: Mapping[str, Any]) -> torch.Tensor:
 
 
 def _decode_dense(
-    data: object, dtype: torch.dtype, shape: tuple[int, ...], what: str
+    data: object,
+    dtype: torch.dtype,
+    shape: tuple[int, ...],
+    what: str,
+    name: str,
+    borrowed: set[str],
 ) -> torch.Tensor:
     itemsize = torch.empty((), dtype=dtype).element_size()
     nbytes = math.prod(shape) * itemsize
     raw = _receive_bytes(data, nbytes, itemsize, what)
     if nbytes == 0:
         return torch.empty(shape, dtype=dtype)
-    return torch.from_numpy(raw).view(dtype).reshape(shape)
+    if raw.flags.writeable:
+        flat = torch.from_numpy(raw)
+    else:
+        borrowed.add(name)
+        flat = _wrap_read_only(raw)
+    return flat.view(dtype).reshape(shape)
 
 
-def _decode_array(entry: Mapping[str, Any]) -> _Array:
+def _decode_array(entry: Mapping[str, Any], borrowed: set[str]) -> _Array:
     name = entry["name"]
     if entry["encoding"] == "pickle":
         pickled: _Array = entry["array"]
@@ -143,6 +199,8 @@ def _decode_array(entry: Mapping[str, Any]) -> _Array:
     shape = tuple(entry["shape"])
     nbytes = math.prod(shape) * np_dtype.itemsize
     raw = _receive_bytes(entry["data"], nbytes, np_dtype.alignment, f"non-tensor {name!r}")
+    if not raw.flags.writeable:
+        borrowed.add(name)
     array: _Array = raw.view(np_dtype).reshape(shape)
     return array
 
@@ -159,9 +217,8 @@ def _wrap_bytes(raw: _Array, out_of_band: bool) -> pickle.PickleBuffer | bytes:
 
 
 def _receive_bytes(data: Any, nbytes: int, alignment: int, what: str) -> _Array:
-    """A writable, aligned uint8 array over ``data`` (any object with the buffer protocol);
-    copies only when the buffer is read-only or misaligned (torch must not wrap read-only
-    memory)."""
+    """An aligned uint8 array over ``data`` (any object with the buffer protocol), read-only
+    when ``data`` is; copies only a misaligned buffer."""
     try:
         view = memoryview(data).cast("B")
     except (TypeError, ValueError) as exc:
@@ -171,9 +228,72 @@ def _receive_bytes(data: Any, nbytes: int, alignment: int, what: str) -> _Array:
     raw = np.frombuffer(view, dtype=np.uint8)
     if raw.size != nbytes:
         raise BatchError(f"corrupt batch payload: {what} has {raw.size} bytes, expected {nbytes}")
-    if not raw.flags.writeable or raw.ctypes.data % max(alignment, 1) != 0:
-        raw = raw.copy()
+    _count("buffers")
+    if raw.ctypes.data % max(alignment, 1) != 0:
+        _count("copies")
+        return raw.copy()
+    if not raw.flags.writeable:
+        _count("borrowed")
     return raw
+
+
+def _wrap_read_only(raw: _Array) -> torch.Tensor:
+    """A uint8 tensor over read-only memory, without a copy and without torch's warning.
+
+    torch has no read-only tensors (``torch.from_numpy`` only warns that writing is undefined
+    behaviour), so this is safe only because of the rule in the module docstring: the tensor
+    stays inside the batch, which no operation writes to, until the batch copies it
+    (:func:`copy_borrowed`) before handing it to user code.
+    """
+    return torch.from_numpy(np.asarray(_Window(raw)))
+
+
+class _Window:
+    """``raw``'s memory presented to numpy as writable; holds ``raw`` (and so the received
+    buffer) alive for as long as any array or tensor over it lives."""
+
+    def __init__(self, raw: _Array) -> None:
+        self.owner = raw
+        self.__array_interface__ = {
+            "shape": (raw.nbytes,),
+            "typestr": "|u1",
+            "data": (raw.ctypes.data, False),
+            "version": 3,
+        }
+
+
+def copy_borrowed(value: torch.Tensor) -> torch.Tensor:
+    """A copy of a tensor column over borrowed memory (dense or jagged), counted."""
+    _count("copies")
+    if jagged.is_jagged(value):
+        values, offsets = jagged.parts(value)
+        return jagged.build(values.clone(), offsets.clone())
+    return value.clone()
+
+
+def copy_borrowed_array(value: _Array) -> _Array:
+    """A writable copy of a non-tensor column over borrowed memory, counted."""
+    _count("copies")
+    return value.copy()
+
+
+_stats_lock = threading.Lock()
+_stats = {"buffers": 0, "borrowed": 0, "copies": 0}
+
+
+def _count(key: str) -> None:
+    with _stats_lock:
+        _stats[key] += 1
+
+
+def receive_stats() -> dict[str, int]:
+    """Counters of this process since it started (read two snapshots and subtract):
+    ``buffers`` received, ``borrowed`` (read-only, wrapped without a copy) and ``copies``
+    made of received data (a misaligned buffer at receive time, or a borrowed column copied
+    before user code may write to it). A concatenation of received parts is not counted
+    here: it is the operation's own output."""
+    with _stats_lock:
+        return dict(_stats)
 
 
 def _torch_dtype(name: object) -> torch.dtype:

@@ -1,13 +1,15 @@
 """Batches through real group calls: jagged columns and the receive copy rule, per backend.
 
 Parametrized over the in-process backend and the session's Ray cluster (marked ``ray``):
-each test runs real worker processes/actors and checks what comes back to the driver.
+each test runs real worker processes/actors and checks what comes back to the driver. The
+copy counters are :func:`runtime._batch_wire.receive_stats` of the driver's process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +23,7 @@ from runtime import (
     current_context,
     register,
 )
+from runtime._batch_wire import receive_stats
 from runtime.testing import InProcessBackend
 
 BACKENDS = [
@@ -39,6 +42,19 @@ class JaggedWorker:
         seq.values().add_(100 * current_context().rank)
         lengths = torch.tensor([int(row.shape[0]) for row in seq.unbind()])
         return Batch({"seq": seq, "length": lengths, "id": data.tensors["id"]}, meta=data.meta)
+
+    @register(Dispatch.DP_COMPUTE_PROTO)
+    def echo(self, data: Batch) -> Batch:
+        """The rank's rows as they arrived (forwarded without reading them)."""
+        return data
+
+    @register(Dispatch.ONE_TO_ALL)
+    def bump(self, data: Batch) -> list[float]:
+        """Add the rank to every value in place, then report the sums each rank sees."""
+        rank = current_context().rank
+        data.tensors["x"] += rank
+        data.tensors["seq"].values().add_(rank)
+        return [float(data.tensors["x"].sum()), float(data.tensors["seq"].values().sum())]
 
     @register(Dispatch.ONE_TO_ALL)
     def describe(self, data: Batch) -> list[int]:
@@ -92,3 +108,60 @@ def test_a_jagged_column_goes_through_dp_compute_proto_and_back(
 def test_every_rank_gets_the_whole_jagged_column(jagged4: WorkerGroup[JaggedWorker]) -> None:
     seq = torch.nested.nested_tensor(_rows([2, 4, 1]), layout=torch.jagged)
     assert jagged4.call(JaggedWorker.describe, Batch({"seq": seq})) == [[2, 4, 1]] * 4
+
+
+def test_each_rank_writes_only_its_own_copy(jagged4: WorkerGroup[JaggedWorker]) -> None:
+    seq = torch.nested.nested_tensor([torch.ones(2), torch.ones(3)], layout=torch.jagged)
+    data = Batch({"x": torch.zeros(2, 2), "seq": seq})
+    # Rank r sees only its own additions: 4 * r and 5 * (1 + r), never another rank's.
+    assert jagged4.call(JaggedWorker.bump, data) == [[4.0 * r, 5.0 * (1 + r)] for r in range(4)]
+    assert data.tensors["x"].sum() == 0
+
+
+def test_driver_copies_each_result_buffer_at_most_once(
+    jagged4: WorkerGroup[JaggedWorker], backend: Backend
+) -> None:
+    rows = [torch.full((n,), float(n)) for n in (1, 2, 3, 4, 5, 6, 7, 8)]
+    data = Batch(
+        {"x": torch.randn(8, 1024), "seq": torch.nested.nested_tensor(rows, layout=torch.jagged)}
+    )
+    before = receive_stats()
+    out = jagged4.call(JaggedWorker.echo, data)
+    after = receive_stats()
+    counts = {k: after[k] - before[k] for k in after}
+    assert out.equals(data)
+    out.tensors["x"].add_(1)  # the concatenation's own memory: no further copy
+    assert receive_stats()["copies"] == after["copies"]
+    if isinstance(backend, InProcessBackend):
+        # Ranks run in this process: their receives count here too; still at most one copy
+        # per received buffer.
+        assert counts["copies"] <= counts["buffers"]
+    else:
+        # 4 results x 3 buffers (x, seq values, seq offsets), all read-only object-store
+        # memory, none copied on receive: the concatenation is the one copy.
+        assert counts == {"buffers": 12, "borrowed": 12, "copies": 0}
+
+
+@pytest.mark.ray
+def test_the_object_store_is_never_written_through_a_batch() -> None:
+    """Raw torch over an object-store buffer writes into the store (every later reader sees
+    it); a received Batch copies first, so the stored object stays intact."""
+    ray = pytest.importorskip("ray")
+    from tests._ray_session import ray_backend
+
+    ray_backend()  # the session's cluster, started if no test before needed it
+
+    raw_ref = ray.put(np.zeros(4))
+    stored = ray.get(raw_ref)
+    assert not stored.flags.writeable
+    with pytest.warns(UserWarning, match="not writable"):
+        torch.from_numpy(stored).add_(1)
+    assert ray.get(raw_ref).tolist() == [1.0] * 4  # the hazard: the store was changed
+
+    ref = ray.put(Batch({"x": torch.zeros(4)}, {"n": np.zeros(4)}))
+    first = ray.get(ref)
+    first.tensors["x"].add_(1)
+    first.non_tensors["n"] += 1
+    again = ray.get(ref)
+    assert again.tensors["x"].tolist() == [0.0] * 4
+    assert again.non_tensors["n"].tolist() == [0.0] * 4
