@@ -55,8 +55,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar, SupportsIndex, overload
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, SupportsIndex, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -84,6 +84,7 @@ __all__ = ["Batch", "BatchConfig", "batch_config"]
 
 _Array = npt.NDArray[Any]
 _Index = Sequence[int] | npt.NDArray[Any] | torch.Tensor
+_V = TypeVar("_V")
 
 _ENV_AUTO_PADDING = "RUNTIME_AUTO_PADDING"
 _TRUE_STRINGS = frozenset({"1", "true", "True"})
@@ -489,41 +490,15 @@ class Batch:
                 f"cannot union batches of lengths {len(self)} and {len(other)}; select matching "
                 "rows first"
             )
-        tensors = dict(self._tensors)
-        for k, t in other._tensors.items():
-            if k in self._non_tensors:
-                raise BatchError(
-                    f"cannot union: {k!r} is a non-tensor column in self but a tensor column in "
-                    "other; rename one of them"
-                )
-            if k in tensors and not deep_equal(tensors[k], t):
-                raise BatchError(
-                    f"cannot union: tensor column {k!r} differs between the batches "
-                    f"(self: {describe_tensor(tensors[k])}, other: {describe_tensor(t)}); "
-                    "rename or pop one of them"
-                )
-            tensors.setdefault(k, t)
-        arrays = dict(self._non_tensors)
-        for k, a in other._non_tensors.items():
-            if k in self._tensors:
-                raise BatchError(
-                    f"cannot union: {k!r} is a tensor column in self but a non-tensor column in "
-                    "other; rename one of them"
-                )
-            if k in arrays and not deep_equal(arrays[k], a):
-                raise BatchError(
-                    f"cannot union: non-tensor column {k!r} differs between the batches "
-                    f"(self: {arrays[k]!r}, other: {a!r}); rename or pop one of them"
-                )
-            arrays.setdefault(k, a)
-        meta = dict(self.meta)
-        for k, v in other.meta.items():
-            if k in meta and not deep_equal(meta[k], v):
-                raise BatchError(
-                    f"cannot union: meta key {k!r} differs between the batches "
-                    f"(self: {meta[k]!r}, other: {v!r}); pop it from one of them"
-                )
-            meta.setdefault(k, v)
+        tensors = _merged("tensor column", self._tensors, other._tensors, describe_tensor)
+        arrays = _merged("non-tensor column", self._non_tensors, other._non_tensors, repr)
+        meta = _merged("meta key", self.meta, other.meta, repr)
+        for k in tensors.keys() & arrays.keys():
+            kinds = ("tensor", "non-tensor") if k in self._tensors else ("non-tensor", "tensor")
+            raise BatchError(
+                f"cannot union: {k!r} is a {kinds[0]} column in self but a {kinds[1]} column in "
+                "other; rename one of them"
+            )
         return self._derive(tensors, arrays, meta, sources=[other])
 
     def rename(self, old: str, new: str) -> Batch:
@@ -701,6 +676,24 @@ class Batch:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _merged(
+    what: str,
+    mine: Mapping[str, _V],
+    theirs: Mapping[str, _V],
+    show: Callable[[_V], str],
+) -> dict[str, _V]:
+    """``mine`` plus the keys only ``theirs`` has; a shared key must hold equal values."""
+    out = dict(mine)
+    for k, v in theirs.items():
+        if k in out and not deep_equal(out[k], v):
+            raise BatchError(
+                f"cannot union: {what} {k!r} differs between the batches "
+                f"(self: {show(out[k])}, other: {show(v)}); rename or pop it in one of them"
+            )
+        out.setdefault(k, v)
+    return out
 
 
 def _merge_meta(parts: Sequence[Batch]) -> dict[str, object]:
