@@ -55,6 +55,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, SupportsIndex, TypeVar, overload
 
@@ -85,6 +86,9 @@ __all__ = ["Batch", "BatchConfig", "batch_config"]
 _Array = npt.NDArray[Any]
 _Index = Sequence[int] | npt.NDArray[Any] | torch.Tensor
 _V = TypeVar("_V")
+
+_OWN_LOCK = threading.Lock()
+"""Serialises copying borrowed columns (rare, and a copy is far slower than the lock)."""
 
 _ENV_AUTO_PADDING = "RUNTIME_AUTO_PADDING"
 _TRUE_STRINGS = frozenset({"1", "true", "True"})
@@ -155,15 +159,17 @@ class Batch:
         return self._non_tensors
 
     def _own_borrowed(self, *, tensors: bool) -> None:
-        """Copy the borrowed columns of one kind into memory of this batch's own."""
-        kind: dict[str, Any] = self._tensors if tensors else self._non_tensors
-        done = {name for name in self._borrowed if name in kind}
-        for name in done:
-            if tensors:
-                self._tensors[name] = copy_borrowed(self._tensors[name])
-            else:
-                self._non_tensors[name] = copy_borrowed_array(self._non_tensors[name])
-        self._borrowed = self._borrowed - done
+        """Copy the borrowed columns of one kind into memory of this batch's own (under a lock,
+        so two threads reading the same batch get the same copy)."""
+        with _OWN_LOCK:
+            kind: dict[str, Any] = self._tensors if tensors else self._non_tensors
+            done = {name for name in self._borrowed if name in kind}
+            for name in done:
+                if tensors:
+                    self._tensors[name] = copy_borrowed(self._tensors[name])
+                else:
+                    self._non_tensors[name] = copy_borrowed_array(self._non_tensors[name])
+            self._borrowed = self._borrowed - done
 
     def _derive(
         self,

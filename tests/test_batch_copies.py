@@ -10,6 +10,7 @@ from it (``concat``, ``select_idxs``, ...); nothing ever writes into the receive
 from __future__ import annotations
 
 import pickle
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -182,3 +183,21 @@ def test_no_warning_on_receive_or_access() -> None:
         warnings.simplefilter("error")
         out, _ = received(sample())
         out.tensors["x"].add_(1)
+
+
+def test_threads_reading_one_batch_get_the_same_copy() -> None:
+    out, _ = received(sample())
+    barrier = threading.Barrier(8)
+    seen: list[torch.Tensor] = []
+
+    def read() -> None:
+        barrier.wait()
+        seen.append(out.tensors["x"])
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 8
+    assert all(t is seen[0] for t in seen)
