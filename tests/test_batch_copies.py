@@ -9,6 +9,7 @@ from it (``concat``, ``select_idxs``, ...); nothing ever writes into the receive
 
 from __future__ import annotations
 
+import copy
 import pickle
 import threading
 import warnings
@@ -17,6 +18,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime import Batch
 from runtime._batch_wire import receive_stats
@@ -201,3 +204,41 @@ def test_threads_reading_one_batch_get_the_same_copy() -> None:
         t.join()
     assert len(seen) == 8
     assert all(t is seen[0] for t in seen)
+
+
+OPS: dict[str, Callable[[Batch], Batch]] = {
+    "slice": lambda b: b[1:] if len(b) > 1 else b[:],
+    "reverse": lambda b: b[::-1],
+    "select": lambda b: b.select(["x", "seq"], ["score", "uid"]),
+    "rename": lambda b: b.rename("x", "y").rename("y", "x"),
+    "chunk": lambda b: b.chunk(1, copy=False)[0],
+    "chunk_owned": lambda b: b.chunk(1)[0],
+    "split": lambda b: b.split(2)[0],
+    "to": lambda b: b.to("cpu"),
+    "union": lambda b: b.select(["x"], ["uid"]).union(b.select(["seq"], ["score"])),
+    "pad": lambda b: b.pad_to_multiple(3)[0],
+    "unpad": lambda b: b.unpad(1) if len(b) > 1 else b,
+    "select_idxs": lambda b: b.select_idxs([len(b) - 1, 0]),
+    "repeat": lambda b: b.repeat(2, interleave=False),
+    "concat": lambda b: Batch.concat([b, b]),
+    "deepcopy": copy.deepcopy,
+    "pickle": lambda b: received(b)[0],
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(sorted(OPS)), min_size=1, max_size=4))
+def test_any_op_sequence_on_a_received_batch_matches_and_never_writes_it(
+    ops: list[str],
+) -> None:
+    out, frozen = received(sample())
+    original = snapshot(frozen)
+    mine, theirs = out, sample()
+    for op in ops:
+        mine, theirs = OPS[op](mine), OPS[op](theirs)
+    assert mine.equals(theirs)
+    mine.tensors["x"].add_(1)
+    mine.tensors["seq"].values().add_(1)
+    mine.non_tensors["score"] += 1
+    assert frozen == original
+    assert out.equals(sample())
