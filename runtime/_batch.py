@@ -56,7 +56,7 @@ import copy
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from typing import Any, ClassVar, SupportsIndex, TypeVar, overload
 
 import numpy as np
@@ -179,15 +179,17 @@ class Batch:
         *,
         sources: Sequence[Batch] = (),
         renamed: tuple[str, str] | None = None,
+        fresh: Set[str] = frozenset(),
     ) -> Batch:
         """A batch over columns shared with (or viewing) ``self`` and ``sources``: a name that
-        was borrowed in any of them stays borrowed (after ``renamed = (old, new)``)."""
+        was borrowed in any of them stays borrowed (after ``renamed = (old, new)``), unless
+        the caller made that column in ``fresh`` storage."""
         out = Batch(tensors, non_tensors, meta)
         borrowed = set(self._borrowed).union(*(b._borrowed for b in sources))
         if renamed is not None and renamed[0] in borrowed:
             borrowed.add(renamed[1])
         names = out._tensors.keys() | out._non_tensors.keys()
-        out._borrowed = frozenset(borrowed & names)
+        out._borrowed = frozenset((borrowed & names) - fresh)
         return out
 
     # ------------------------------------------------------------------ construction
@@ -393,24 +395,18 @@ class Batch:
                 "does it"
             )
         size = length // n
-        chunks: list[Batch] = []
-        for i in range(n):
-            lo, hi = i * size, (i + 1) * size
-            chunks.append(
-                self._derive(
-                    {
-                        k: columns.own(piece) if copy else piece
-                        for k, t in self._tensors.items()
-                        for piece in [columns.slice_rows(t, lo, hi, 1)]
-                    },
-                    {
-                        k: _own_array(a[lo:hi]) if copy else a[lo:hi]
-                        for k, a in self._non_tensors.items()
-                    },
-                    self.meta,
-                )
-            )
-        return chunks
+        return [self._chunk_at(i * size, (i + 1) * size, copy) for i in range(n)]
+
+    def _chunk_at(self, lo: int, hi: int, copy: bool) -> Batch:
+        views = {k: columns.slice_rows(t, lo, hi, 1) for k, t in self._tensors.items()}
+        arrays = {k: a[lo:hi] for k, a in self._non_tensors.items()}
+        if not copy:
+            return self._derive(views, arrays, self.meta)
+        tensors = {k: columns.own(v) for k, v in views.items()}
+        owned = {k: _own_array(a) for k, a in arrays.items()}
+        fresh = {k for k, v in views.items() if tensors[k] is not v}
+        fresh.update(k for k, a in arrays.items() if owned[k] is not a)
+        return self._derive(tensors, owned, self.meta, fresh=fresh)
 
     def split(self, size: int) -> list[Batch]:
         """Consecutive pieces of ``size`` rows (views); the last one may be shorter. An empty
@@ -541,11 +537,9 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """A batch with every tensor moved to ``device`` (non-tensors are shared)."""
-        return self._derive(
-            {k: columns.move(t, device) for k, t in self._tensors.items()},
-            self._non_tensors,
-            self.meta,
-        )
+        moved = {k: columns.move(t, device) for k, t in self._tensors.items()}
+        fresh = {k for k, t in moved.items() if t is not self._tensors[k]}
+        return self._derive(moved, self._non_tensors, self.meta, fresh=fresh)
 
     @staticmethod
     def concat(batches: Sequence[Batch]) -> Batch:

@@ -175,7 +175,8 @@ def test_fresh_storage_ops_never_count_copies() -> None:
     picked = out.select_idxs([3, 1])
     tiled = out.repeat(2)
     padded, _ = out.pad_to_multiple(3)
-    for b in (picked, tiled, padded):
+    half = out.chunk(2)[1]  # chunk() clones views, so the halves are fresh storage
+    for b in (picked, tiled, padded, half):
         b.tensors["x"].add_(1)
         b.non_tensors["score"] += 1
     assert delta(before)["copies"] == 0
