@@ -176,3 +176,17 @@ def test_the_object_store_is_never_written_through_a_batch() -> None:
     again = ray.get(ref)
     assert again.tensors["x"].tolist() == [0.0] * 4
     assert again.non_tensors["n"].tolist() == [0.0] * 4
+
+
+def test_a_jagged_column_is_padded_and_unpadded_by_the_dispatcher(
+    jagged4: WorkerGroup[JaggedWorker],
+) -> None:
+    lengths = [2, 5, 0, 1, 3, 4, 1]  # 7 rows for 4 ranks: one padding row
+    rows = _rows(lengths)
+    seq = torch.nested.nested_tensor(rows, layout=torch.jagged)
+    data = Batch({"seq": seq, "id": torch.arange(7)}).with_auto_padding()
+    out = jagged4.call(JaggedWorker.echo, data)
+    assert len(out) == 7
+    assert out.tensors["id"].tolist() == list(range(7))
+    for got, want in zip(out.tensors["seq"].unbind(), rows, strict=True):
+        assert torch.equal(got, want)
