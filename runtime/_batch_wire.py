@@ -230,7 +230,7 @@ def _receive_bytes(data: Any, nbytes: int, alignment: int, what: str) -> _Array:
         raise BatchError(f"corrupt batch payload: {what} has {raw.size} bytes, expected {nbytes}")
     _count("buffers")
     if raw.ctypes.data % max(alignment, 1) != 0:
-        _count("copies")
+        _count("copies", raw.nbytes)
         return raw.copy()
     if not raw.flags.writeable:
         _count("borrowed")
@@ -264,34 +264,40 @@ class _Window:
 
 def copy_borrowed(value: torch.Tensor) -> torch.Tensor:
     """A copy of a tensor column over borrowed memory (dense or jagged), counted."""
-    _count("copies")
     if jagged.is_jagged(value):
         values, offsets = jagged.parts(value)
+        _count("copies", _nbytes(values) + _nbytes(offsets))
         return jagged.build(values.clone(), offsets.clone())
+    _count("copies", _nbytes(value))
     return value.clone()
 
 
 def copy_borrowed_array(value: _Array) -> _Array:
     """A writable copy of a non-tensor column over borrowed memory, counted."""
-    _count("copies")
+    _count("copies", value.nbytes)
     return value.copy()
 
 
 _stats_lock = threading.Lock()
-_stats = {"buffers": 0, "borrowed": 0, "copies": 0}
+_stats = {"buffers": 0, "borrowed": 0, "copies": 0, "copied_bytes": 0}
 
 
-def _count(key: str) -> None:
+def _count(key: str, nbytes: int = 0) -> None:
     with _stats_lock:
         _stats[key] += 1
+        _stats["copied_bytes"] += nbytes
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
 
 
 def receive_stats() -> dict[str, int]:
     """Counters of this process since it started (read two snapshots and subtract):
-    ``buffers`` received, ``borrowed`` (read-only, wrapped without a copy) and ``copies``
-    made of received data (a misaligned buffer at receive time, or a borrowed column copied
-    before user code may write to it). A concatenation of received parts is not counted
-    here: it is the operation's own output."""
+    ``buffers`` received, ``borrowed`` (read-only, wrapped without a copy), ``copies`` made
+    of received data (a misaligned buffer at receive time, or a borrowed column copied before
+    user code may write to it) and the ``copied_bytes`` of those copies. A concatenation of
+    received parts is not counted here: it is the operation's own output."""
     with _stats_lock:
         return dict(_stats)
 

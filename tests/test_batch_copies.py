@@ -71,7 +71,7 @@ def test_read_only_buffers_are_wrapped_without_a_copy() -> None:
     before = receive_stats()
     out, _ = received(sample())
     # x, seq values, seq offsets, score: four out-of-band buffers, all borrowed, none copied.
-    assert delta(before) == {"buffers": 4, "borrowed": 4, "copies": 0}
+    assert delta(before) == {"buffers": 4, "borrowed": 4, "copies": 0, "copied_bytes": 0}
     assert out.equals(sample())
     assert len(out) == 4
     assert "float32[4, 2]" in repr(out)
@@ -86,6 +86,7 @@ def test_first_access_copies_each_column_once_and_never_writes_the_buffer() -> N
     x.add_(100)
     out.tensors["seq"].values().mul_(5)
     assert delta(before)["copies"] == 2  # x and seq, once each
+    assert delta(before)["copied_bytes"] == 8 * 4 + 7 * 4 + 5 * 8  # x, seq values + offsets
     assert out.tensors["x"] is x  # no further copy
     score = out.non_tensors["score"]
     score += 1  # writable now
@@ -101,7 +102,7 @@ def test_writable_buffers_are_used_as_they_are() -> None:
     before = receive_stats()
     out = pickle.loads(data, buffers=writable)
     out.tensors["x"].add_(1)
-    assert delta(before) == {"buffers": 4, "borrowed": 0, "copies": 0}
+    assert delta(before) == {"buffers": 4, "borrowed": 0, "copies": 0, "copied_bytes": 0}
     assert np.frombuffer(writable[0], dtype=np.float32)[0] == 1.0  # the tensor is that memory
 
 
