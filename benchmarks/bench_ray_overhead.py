@@ -8,10 +8,9 @@ One local cluster, two sets of 4 actors, both warm:
   returns its chunk, concatenated) against the raw zero-copy path (contiguous numpy shards,
   ``ray.put`` each, actors echo them, ``ray.get``, ``np.concatenate``).
 
-Where the batch path's extra time goes: the raw path copies the data 3 times (put, the
-actors' return, concatenate); the group path 6 (``Batch.chunk`` clones each chunk so no
-view drags its whole storage along, the put, a copy when each rank rebuilds its chunk from the
-read-only object-store buffer, the return, the same rebuild on the driver, concatenate).
+Both paths copy the data 3 times (put, the actors' return, concatenate): the dispatcher
+ships views of the batch, and received object-store buffers are not copied (the copy rule in
+``runtime/_batch_wire.py``; ``benchmarks/bench_batch_copies.py`` counts the driver's copies).
 
 The two paths alternate in blocks so drift on a busy machine hits both alike. Prints a table
 and writes ``benchmarks/results/ray_overhead.json`` (with the machine's load average at start

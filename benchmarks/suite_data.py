@@ -8,9 +8,9 @@
 * **serializations per distinct shard** (counted): ``Batch.__reduce_ex__`` is wrapped on the
   driver for one DP call (4 ranks, 4 distinct shards) and one N-D mesh call (4 ranks in 2 dp
   groups of 2: 2 distinct shards); each pickling of a batch calls it once;
-* **driver copies per result byte** (counted): during one DP call the driver's receive path
-  (the batch decoder's ``_receive_bytes``) and ``torch.cat`` are wrapped, and the bytes each
-  copies are summed and divided by the bytes of the results;
+* **driver copies per result byte** (counted): during one DP call the driver's receive copies
+  (``runtime._batch_wire.receive_stats()["copied_bytes"]``) and the bytes of a wrapped
+  ``torch.cat`` are summed and divided by the bytes of the results;
 * **Batch.concat / Batch.chunk** against ``torch.cat`` / ``torch.chunk`` + clone of the
   same tensors (``chunk`` clones so each chunk owns its storage: the raw side does the same).
 """
@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from benchmarks.suite_report import Figure, count_figure, ratio_figure
 from benchmarks.suite_timing import alternate
 from benchmarks.suite_workers import Echo, MeshEcho, RawEcho
 from runtime import Batch, ResourcePool, WorkerGroup, WorkerSpec
+from runtime._batch_wire import receive_stats
 from runtime_ray import RayBackend
 from runtime_ray._casts import create_actor
 
@@ -159,18 +159,7 @@ def count_serializations(backend: RayBackend) -> list[Figure]:
 
 def count_driver_copies(backend: RayBackend) -> Figure:
     """Bytes the driver copies while receiving and collecting one DP call, per result byte."""
-    rebuild = Batch({}).__reduce_ex__(5)[0]
-    decoder = sys.modules[getattr(rebuild, "__module__", "runtime._batch")]
     copied = [0]
-
-    def receive(original: Any) -> Any:
-        def wrapped(data: Any, nbytes: int, alignment: int, what: str) -> Any:
-            arr = original(data, nbytes, alignment, what)
-            if not np.shares_memory(np.frombuffer(memoryview(data).cast("B"), np.uint8), arr):
-                copied[0] += int(arr.nbytes)
-            return arr
-
-        return wrapped
 
     def cat(original: Any) -> Any:
         def wrapped(tensors: Sequence[torch.Tensor], *args: Any, **kwargs: Any) -> Any:
@@ -185,21 +174,21 @@ def count_driver_copies(backend: RayBackend) -> Figure:
     group = WorkerGroup(backend, WorkerSpec.of(Echo), ResourcePool.create([RANKS]))
     try:
         future = group.submit(Echo.echo_batch, batch)
-        with _patched(decoder, "_receive_bytes", receive), _patched(torch, "cat", cat):
+        before = receive_stats()["copied_bytes"]
+        with _patched(torch, "cat", cat):
             result = future.get()
+        copied[0] += receive_stats()["copied_bytes"] - before
         assert result.equals(batch)
     finally:
         group.shutdown()
-    has_hook = hasattr(decoder, "_receive_bytes")
     return count_figure(
         "driver_copies_per_result_byte",
         "driver copies per result byte (receive + concat), DP 4 ranks",
         copied[0] / result_bytes,
         target=1.0,
         note=(
-            "bytes copied by the batch decoder's _receive_bytes and by torch.cat on the driver "
+            "bytes of received data copied on the driver (receive_stats) and by torch.cat "
             "while collecting one call, / result bytes"
-            + ("" if has_hook else " (decoder hook not found: receive copies not counted)")
         ),
     )
 

@@ -3,7 +3,10 @@
 A :class:`Batch` is what flows between the controller and its workers. It is verl's
 ``DataProto`` without ``tensordict`` and without any backend:
 
-* ``tensors``: ``dict[str, torch.Tensor]``, dense (strided) tensors with ``ndim >= 1``;
+* ``tensors``: ``dict[str, torch.Tensor]``, dense (strided) tensors with ``ndim >= 1``, or
+  jagged nested tensors (``layout=torch.jagged``, ragged at dimension 1: one row of varying
+  length per batch entry). Every operation below carries jagged columns (row ``i`` of one is
+  a dense view of shape ``(length_i, ...)``); :mod:`runtime._batch_jagged` says how;
 * ``non_tensors``: ``dict[str, numpy.ndarray]``, usually object arrays (uids, prompts, dicts),
   but any ndarray with ``ndim >= 1`` is allowed;
 * ``meta``: ``dict[str, object]``, batch-level information (``"metrics"``, flags, temperatures).
@@ -34,19 +37,12 @@ A :class:`Batch` is what flows between the controller and its workers. It is ver
   (a ``ValueError``); bad index values are ``IndexError``; arguments of the wrong type are
   ``TypeError``.
 
-**Wire format.** Pickling is self-describing and cheap. ``Batch.__reduce_ex__`` emits a small
-versioned payload (``{"format": "runtime.batch/1", ...}``) that records every column's dtype
-and shape. With pickle protocol 5 each tensor, and each numpy array without Python objects,
-travels as one out-of-band :class:`pickle.PickleBuffer` over its raw bytes (bfloat16, bool,
-complex and every other dtype alike: the bytes are shipped as ``uint8`` and re-viewed with the
-recorded dtype), so a transport that supports out-of-band buffers (Ray, shared memory) never
-copies tensor data into the pickle stream. With protocol < 5 the same bytes travel in-band.
-Only a tensor's own elements are shipped, never the rest of the storage it is a view of.
-Object arrays and ``meta`` are pickled normally. The receiver decodes from the payload alone
-(never from its own environment): tensors arrive detached and on the CPU. A received buffer
-is used without a copy when it is writable and aligned; a read-only buffer (for example an
-object-store mapping) is copied once, because torch tensors over read-only memory are unsafe
-(and ``torch.from_numpy`` warns about them).
+**Wire format.** Pickling goes through a small versioned payload with out-of-band buffers
+for tensor and numeric array data; :mod:`runtime._batch_wire` states the format and the copy
+rule for received buffers: read-only ones (an object store's memory) are not copied on
+arrival; a column over one is copied once, by the first operation that makes fresh storage
+from it (``concat``...) or on the first read of :attr:`Batch.tensors` / :attr:`Batch.non_tensors`
+/ a row, whichever comes first. User code only ever sees memory the batch owns.
 
 **Padding switch.** :attr:`Batch.padding_enabled` is true when ``meta["_auto_padding"]`` is
 truthy (see :meth:`Batch.with_auto_padding`), or ``batch_config.auto_padding`` is set, or the
@@ -58,25 +54,42 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import operator
 import os
-import pickle
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar, SupportsIndex, overload
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from typing import Any, ClassVar, SupportsIndex, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from runtime import _batch_columns as columns
+from runtime._batch_checks import (
+    as_column_array,
+    check_columns,
+    check_keys,
+    check_same_columns,
+    describe_tensor,
+    normalize_index,
+)
+from runtime._batch_equal import deep_equal
+from runtime._batch_wire import (
+    copy_borrowed,
+    copy_borrowed_array,
+    decode_payload,
+    encode_payload,
+)
 from runtime.errors import BatchError
 
 __all__ = ["Batch", "BatchConfig", "batch_config"]
 
 _Array = npt.NDArray[Any]
 _Index = Sequence[int] | npt.NDArray[Any] | torch.Tensor
+_V = TypeVar("_V")
 
-_WIRE_FORMAT = "runtime.batch/1"
+_OWN_LOCK = threading.Lock()
+"""Serialises copying borrowed columns (rare, and a copy is far slower than the lock)."""
+
 _ENV_AUTO_PADDING = "RUNTIME_AUTO_PADDING"
 _TRUE_STRINGS = frozenset({"1", "true", "True"})
 
@@ -106,10 +119,11 @@ class Batch:
     AUTO_PADDING_KEY: ClassVar[str] = "_auto_padding"
     """The ``meta`` key that turns :attr:`padding_enabled` on for one batch."""
 
-    __slots__ = ("meta", "non_tensors", "tensors")
+    __slots__ = ("_borrowed", "_non_tensors", "_tensors", "meta")
 
-    tensors: dict[str, torch.Tensor]
-    non_tensors: dict[str, _Array]
+    _tensors: dict[str, torch.Tensor]
+    _non_tensors: dict[str, _Array]
+    _borrowed: frozenset[str]
     meta: dict[str, object]
 
     def __init__(
@@ -118,10 +132,65 @@ class Batch:
         non_tensors: Mapping[str, _Array] | None = None,
         meta: Mapping[str, object] | None = None,
     ) -> None:
-        self.tensors = dict(tensors) if tensors is not None else {}
-        self.non_tensors = dict(non_tensors) if non_tensors is not None else {}
+        self._tensors = dict(tensors) if tensors is not None else {}
+        self._non_tensors = dict(non_tensors) if non_tensors is not None else {}
         self.meta = dict(meta) if meta is not None else {}
+        self._borrowed = frozenset()
         self.check_consistency()
+
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensor columns (a dict you may edit; call :meth:`check_consistency` after).
+
+        A column that still views read-only received memory is copied here, on first access
+        (see the copy rule in :mod:`runtime._batch_wire`), so every tensor you get is
+        writable memory of this batch's own.
+        """
+        if self._borrowed:
+            self._own_borrowed(tensors=True)
+        return self._tensors
+
+    @property
+    def non_tensors(self) -> dict[str, _Array]:
+        """The non-tensor columns (numpy arrays); received read-only ones are copied on first
+        access, like :attr:`tensors`."""
+        if self._borrowed:
+            self._own_borrowed(tensors=False)
+        return self._non_tensors
+
+    def _own_borrowed(self, *, tensors: bool) -> None:
+        """Copy the borrowed columns of one kind into memory of this batch's own (under a lock,
+        so two threads reading the same batch get the same copy)."""
+        with _OWN_LOCK:
+            kind: dict[str, Any] = self._tensors if tensors else self._non_tensors
+            done = {name for name in self._borrowed if name in kind}
+            for name in done:
+                if tensors:
+                    self._tensors[name] = copy_borrowed(self._tensors[name])
+                else:
+                    self._non_tensors[name] = copy_borrowed_array(self._non_tensors[name])
+            self._borrowed = self._borrowed - done
+
+    def _derive(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        non_tensors: Mapping[str, _Array],
+        meta: Mapping[str, object],
+        *,
+        sources: Sequence[Batch] = (),
+        renamed: tuple[str, str] | None = None,
+        fresh: Set[str] = frozenset(),
+    ) -> Batch:
+        """A batch over columns shared with (or viewing) ``self`` and ``sources``: a name that
+        was borrowed in any of them stays borrowed (after ``renamed = (old, new)``), unless
+        the caller made that column in ``fresh`` storage."""
+        out = Batch(tensors, non_tensors, meta)
+        borrowed = set(self._borrowed).union(*(b._borrowed for b in sources))
+        if renamed is not None and renamed[0] in borrowed:
+            borrowed.add(renamed[1])
+        names = out._tensors.keys() | out._non_tensors.keys()
+        out._borrowed = frozenset((borrowed & names) - fresh)
+        return out
 
     # ------------------------------------------------------------------ construction
 
@@ -130,65 +199,7 @@ class Batch:
 
         Runs at construction. Call it again after editing the column dicts directly.
         """
-        expected: int | None = None
-        first: str | None = None
-        for name, value in self.tensors.items():
-            if not isinstance(name, str):
-                raise BatchError(f"tensor column names must be str, got {name!r}")
-            if not isinstance(value, torch.Tensor):
-                raise BatchError(
-                    f"tensor column {name!r} must be a torch.Tensor, got "
-                    f"{type(value).__name__}; put numpy arrays and lists in non_tensors "
-                    "(Batch.from_dict converts lists)"
-                )
-            if value.layout != torch.strided:
-                raise BatchError(
-                    f"tensor column {name!r} has layout {value.layout}; only dense tensors are "
-                    "supported, convert it with .to_dense()"
-                )
-            if value.ndim < 1:
-                raise BatchError(
-                    f"tensor column {name!r} is 0-dimensional (value {value!r}); columns need a "
-                    "leading batch dimension: put scalars in meta or use value.reshape(1)"
-                )
-            if expected is None:
-                expected, first = value.shape[0], name
-            elif value.shape[0] != expected:
-                raise BatchError(
-                    f"tensor column {name!r} has length {value.shape[0]} but the batch has length "
-                    f"{expected} (from column {first!r}); every column must share the leading "
-                    "dimension"
-                )
-        for name, array in self.non_tensors.items():
-            if not isinstance(name, str):
-                raise BatchError(f"non-tensor column names must be str, got {name!r}")
-            if not isinstance(array, np.ndarray):
-                raise BatchError(
-                    f"non-tensor column {name!r} must be a numpy.ndarray, got "
-                    f"{type(array).__name__}; use Batch.from_dict, which converts lists to object "
-                    "arrays, or put tensors in tensors"
-                )
-            if array.ndim < 1:
-                raise BatchError(
-                    f"non-tensor column {name!r} is 0-dimensional (value {array!r}); columns need "
-                    "a leading batch dimension: put scalars in meta"
-                )
-            if name in self.tensors:
-                raise BatchError(
-                    f"column name {name!r} is used by both a tensor and a non-tensor column; "
-                    "rename one of them"
-                )
-            if expected is None:
-                expected, first = array.shape[0], name
-            elif array.shape[0] != expected:
-                raise BatchError(
-                    f"non-tensor column {name!r} has length {array.shape[0]} but the batch has "
-                    f"length {expected} (from column {first!r}); every column must share the "
-                    "leading dimension"
-                )
-        for key in self.meta:
-            if not isinstance(key, str):
-                raise BatchError(f"meta keys must be str, got {key!r}")
+        check_columns(self._tensors, self._non_tensors, self.meta)
 
     @classmethod
     def from_dict(
@@ -204,7 +215,7 @@ class Batch:
         Each list element becomes one row, even when the elements are equal-length lists.
         ``auto_padding=True`` sets ``meta["_auto_padding"]`` (see :attr:`padding_enabled`).
         """
-        arrays = {k: _as_column_array(k, v) for k, v in (non_tensors or {}).items()}
+        arrays = {k: as_column_array(k, v) for k, v in (non_tensors or {}).items()}
         merged_meta = dict(meta or {})
         if auto_padding:
             merged_meta[cls.AUTO_PADDING_KEY] = True
@@ -232,9 +243,9 @@ class Batch:
     # ------------------------------------------------------------------ basic protocol
 
     def __len__(self) -> int:
-        for tensor in self.tensors.values():
+        for tensor in self._tensors.values():
             return int(tensor.shape[0])
-        for array in self.non_tensors.values():
+        for array in self._non_tensors.values():
             return int(array.shape[0])
         return 0
 
@@ -280,13 +291,13 @@ class Batch:
         j = i + n if i < 0 else i
         if not 0 <= j < n:
             raise IndexError(f"row {i} is out of range for a batch of length {n}")
-        row: dict[str, object] = {k: t[j] for k, t in self.tensors.items()}
+        row: dict[str, object] = {k: columns.row(t, j) for k, t in self.tensors.items()}
         row.update({k: a[j] for k, a in self.non_tensors.items()})
         return row
 
     def __repr__(self) -> str:
-        tensors = ", ".join(f"{k!r}: {_describe_tensor(t)}" for k, t in self.tensors.items())
-        arrays = ", ".join(f"{k!r}: {a.dtype}{list(a.shape)}" for k, a in self.non_tensors.items())
+        tensors = ", ".join(f"{k!r}: {describe_tensor(t)}" for k, t in self._tensors.items())
+        arrays = ", ".join(f"{k!r}: {a.dtype}{list(a.shape)}" for k, a in self._non_tensors.items())
         return (
             f"Batch(len={len(self)}, tensors={{{tensors}}}, non_tensors={{{arrays}}}, "
             f"meta_keys={list(self.meta)!r})"
@@ -297,25 +308,25 @@ class Batch:
         values, and equal meta. (``==`` stays identity.)"""
         if not isinstance(other, Batch):
             return False
-        if set(self.tensors) != set(other.tensors):
+        if set(self._tensors) != set(other._tensors):
             return False
-        if set(self.non_tensors) != set(other.non_tensors):
+        if set(self._non_tensors) != set(other._non_tensors):
             return False
         if set(self.meta) != set(other.meta):
             return False
-        if not all(_deep_equal(t, other.tensors[k]) for k, t in self.tensors.items()):
+        if not all(deep_equal(t, other._tensors[k]) for k, t in self._tensors.items()):
             return False
-        if not all(_deep_equal(a, other.non_tensors[k]) for k, a in self.non_tensors.items()):
+        if not all(deep_equal(a, other._non_tensors[k]) for k, a in self._non_tensors.items()):
             return False
-        return all(_deep_equal(v, other.meta[k]) for k, v in self.meta.items())
+        return all(deep_equal(v, other.meta[k]) for k, v in self.meta.items())
 
     def __copy__(self) -> Batch:
-        return Batch(self.tensors, self.non_tensors, self.meta)
+        return self._derive(self._tensors, self._non_tensors, self.meta)
 
     def __deepcopy__(self, memo: dict[int, object]) -> Batch:
         return Batch(
-            {k: t.clone() for k, t in self.tensors.items()},
-            copy.deepcopy(self.non_tensors, memo),
+            {k: columns.clone(t) for k, t in self._tensors.items()},
+            copy.deepcopy(self._non_tensors, memo),
             copy.deepcopy(self.meta, memo),
         )
 
@@ -332,27 +343,27 @@ class Batch:
         lo, hi, st = slice(start, stop, step).indices(length)
         if st < 0:
             return self.select_idxs(list(range(lo, hi, st)))
-        return Batch(
-            {k: t[lo:hi:st] for k, t in self.tensors.items()},
-            {k: a[lo:hi:st] for k, a in self.non_tensors.items()},
+        return self._derive(
+            {k: columns.slice_rows(t, lo, hi, st) for k, t in self._tensors.items()},
+            {k: a[lo:hi:st] for k, a in self._non_tensors.items()},
             self.meta,
         )
 
     def select_idxs(self, idx: _Index) -> Batch:
         """Rows picked by ``idx``: ints (negative allowed, repeats allowed) or a bool mask of
         length ``len(self)``, given as a list, an ndarray or a tensor. Returns copies."""
-        index = _normalize_index(idx, len(self))
+        index = normalize_index(idx, len(self))
         index_np = index.numpy()
         return Batch(
-            {k: t.index_select(0, index.to(t.device)) for k, t in self.tensors.items()},
-            {k: a[index_np] for k, a in self.non_tensors.items()},
+            {k: columns.take_rows(t, index) for k, t in self._tensors.items()},
+            {k: a[index_np] for k, a in self._non_tensors.items()},
             self.meta,
         )
 
     def reorder(self, idx: _Index) -> Batch:
         """A new batch with rows permuted: row ``i`` of the result is row ``idx[i]`` of self.
         ``idx`` must be a permutation of ``range(len(self))``."""
-        index = _normalize_index(idx, len(self))
+        index = normalize_index(idx, len(self))
         if index.numel() != len(self) or not torch.equal(
             torch.sort(index).values, torch.arange(len(self))
         ):
@@ -384,23 +395,18 @@ class Batch:
                 "does it"
             )
         size = length // n
-        chunks: list[Batch] = []
-        for i in range(n):
-            lo, hi = i * size, (i + 1) * size
-            chunks.append(
-                Batch(
-                    {
-                        k: _own_tensor(t[lo:hi]) if copy else t[lo:hi]
-                        for k, t in self.tensors.items()
-                    },
-                    {
-                        k: _own_array(a[lo:hi]) if copy else a[lo:hi]
-                        for k, a in self.non_tensors.items()
-                    },
-                    self.meta,
-                )
-            )
-        return chunks
+        return [self._chunk_at(i * size, (i + 1) * size, copy) for i in range(n)]
+
+    def _chunk_at(self, lo: int, hi: int, copy: bool) -> Batch:
+        views = {k: columns.slice_rows(t, lo, hi, 1) for k, t in self._tensors.items()}
+        arrays = {k: a[lo:hi] for k, a in self._non_tensors.items()}
+        if not copy:
+            return self._derive(views, arrays, self.meta)
+        tensors = {k: columns.own(v) for k, v in views.items()}
+        owned = {k: _own_array(a) for k, a in arrays.items()}
+        fresh = {k for k, v in views.items() if tensors[k] is not v}
+        fresh.update(k for k, a in arrays.items() if owned[k] is not a)
+        return self._derive(tensors, owned, self.meta, fresh=fresh)
 
     def split(self, size: int) -> list[Batch]:
         """Consecutive pieces of ``size`` rows (views); the last one may be shorter. An empty
@@ -420,25 +426,25 @@ class Batch:
         """A batch with only the named columns and meta keys (``None`` keeps all of a kind).
         Column objects are shared, not copied."""
         t_keys = (
-            list(self.tensors)
+            list(self._tensors)
             if tensor_keys is None
-            else _check_keys(tensor_keys, self.tensors, "tensor column", "tensor_keys")
+            else check_keys(tensor_keys, self._tensors, "tensor column", "tensor_keys")
         )
         n_keys = (
-            list(self.non_tensors)
+            list(self._non_tensors)
             if non_tensor_keys is None
-            else _check_keys(
-                non_tensor_keys, self.non_tensors, "non-tensor column", "non_tensor_keys"
+            else check_keys(
+                non_tensor_keys, self._non_tensors, "non-tensor column", "non_tensor_keys"
             )
         )
         m_keys = (
             list(self.meta)
             if meta_keys is None
-            else _check_keys(meta_keys, self.meta, "meta key", "meta_keys")
+            else check_keys(meta_keys, self.meta, "meta key", "meta_keys")
         )
-        return Batch(
-            {k: self.tensors[k] for k in t_keys},
-            {k: self.non_tensors[k] for k in n_keys},
+        return self._derive(
+            {k: self._tensors[k] for k in t_keys},
+            {k: self._non_tensors[k] for k in n_keys},
             {k: self.meta[k] for k in m_keys},
         )
 
@@ -452,22 +458,23 @@ class Batch:
 
         All keys are checked before anything is removed, so a failed pop changes nothing.
         """
-        t_keys = _check_keys(tensor_keys, self.tensors, "tensor column", "tensor_keys")
-        n_keys = _check_keys(
-            non_tensor_keys, self.non_tensors, "non-tensor column", "non_tensor_keys"
+        t_keys = check_keys(tensor_keys, self._tensors, "tensor column", "tensor_keys")
+        n_keys = check_keys(
+            non_tensor_keys, self._non_tensors, "non-tensor column", "non_tensor_keys"
         )
-        m_keys = _check_keys(meta_keys, self.meta, "meta key", "meta_keys")
-        popped = Batch(
-            {k: self.tensors[k] for k in t_keys},
-            {k: self.non_tensors[k] for k in n_keys},
+        m_keys = check_keys(meta_keys, self.meta, "meta key", "meta_keys")
+        popped = self._derive(
+            {k: self._tensors[k] for k in t_keys},
+            {k: self._non_tensors[k] for k in n_keys},
             {k: self.meta[k] for k in m_keys},
         )
         for k in t_keys:
-            del self.tensors[k]
+            del self._tensors[k]
         for k in n_keys:
-            del self.non_tensors[k]
+            del self._non_tensors[k]
         for k in m_keys:
             del self.meta[k]
+        self._borrowed = self._borrowed.difference(t_keys, n_keys)
         return popped
 
     def union(self, other: Batch) -> Batch:
@@ -478,87 +485,61 @@ class Batch:
         """
         if not isinstance(other, Batch):
             raise TypeError(f"Batch.union needs a Batch, got {type(other).__name__}")
-        has_columns = bool(self.tensors or self.non_tensors)
-        other_has_columns = bool(other.tensors or other.non_tensors)
+        has_columns = bool(self._tensors or self._non_tensors)
+        other_has_columns = bool(other._tensors or other._non_tensors)
         if has_columns and other_has_columns and len(self) != len(other):
             raise BatchError(
                 f"cannot union batches of lengths {len(self)} and {len(other)}; select matching "
                 "rows first"
             )
-        tensors = dict(self.tensors)
-        for k, t in other.tensors.items():
-            if k in self.non_tensors:
-                raise BatchError(
-                    f"cannot union: {k!r} is a non-tensor column in self but a tensor column in "
-                    "other; rename one of them"
-                )
-            if k in tensors and not _deep_equal(tensors[k], t):
-                raise BatchError(
-                    f"cannot union: tensor column {k!r} differs between the batches "
-                    f"(self: {_describe_tensor(tensors[k])}, other: {_describe_tensor(t)}); "
-                    "rename or pop one of them"
-                )
-            tensors.setdefault(k, t)
-        arrays = dict(self.non_tensors)
-        for k, a in other.non_tensors.items():
-            if k in self.tensors:
-                raise BatchError(
-                    f"cannot union: {k!r} is a tensor column in self but a non-tensor column in "
-                    "other; rename one of them"
-                )
-            if k in arrays and not _deep_equal(arrays[k], a):
-                raise BatchError(
-                    f"cannot union: non-tensor column {k!r} differs between the batches "
-                    f"(self: {arrays[k]!r}, other: {a!r}); rename or pop one of them"
-                )
-            arrays.setdefault(k, a)
-        meta = dict(self.meta)
-        for k, v in other.meta.items():
-            if k in meta and not _deep_equal(meta[k], v):
-                raise BatchError(
-                    f"cannot union: meta key {k!r} differs between the batches "
-                    f"(self: {meta[k]!r}, other: {v!r}); pop it from one of them"
-                )
-            meta.setdefault(k, v)
-        return Batch(tensors, arrays, meta)
+        tensors = _merged("tensor column", self._tensors, other._tensors, describe_tensor)
+        arrays = _merged("non-tensor column", self._non_tensors, other._non_tensors, repr)
+        meta = _merged("meta key", self.meta, other.meta, repr)
+        for k in tensors.keys() & arrays.keys():
+            kinds = ("tensor", "non-tensor") if k in self._tensors else ("non-tensor", "tensor")
+            raise BatchError(
+                f"cannot union: {k!r} is a {kinds[0]} column in self but a {kinds[1]} column in "
+                "other; rename one of them"
+            )
+        return self._derive(tensors, arrays, meta, sources=[other])
 
     def rename(self, old: str, new: str) -> Batch:
         """A batch with column ``old`` (tensor or non-tensor) renamed to ``new``; column order
         is kept."""
-        if old not in self.tensors and old not in self.non_tensors:
+        if old not in self._tensors and old not in self._non_tensors:
             raise BatchError(
                 f"cannot rename {old!r}: no such column; available tensor columns: "
-                f"{list(self.tensors)!r}, non-tensor columns: {list(self.non_tensors)!r}"
+                f"{list(self._tensors)!r}, non-tensor columns: {list(self._non_tensors)!r}"
             )
-        if new != old and (new in self.tensors or new in self.non_tensors):
+        if new != old and (new in self._tensors or new in self._non_tensors):
             raise BatchError(
                 f"cannot rename {old!r} to {new!r}: column {new!r} already exists; pop it first"
             )
-        return Batch(
-            {(new if k == old else k): t for k, t in self.tensors.items()},
-            {(new if k == old else k): a for k, a in self.non_tensors.items()},
+        return self._derive(
+            {(new if k == old else k): t for k, t in self._tensors.items()},
+            {(new if k == old else k): a for k, a in self._non_tensors.items()},
             self.meta,
+            renamed=(old, new),
         )
 
     def repeat(self, n: int, *, interleave: bool = True) -> Batch:
         """Each row ``n`` times: interleaved gives ``a a b b``, otherwise tiled ``a b a b``."""
         if n < 0:
             raise BatchError(f"Batch.repeat needs n >= 0, got {n!r}")
+        tensors = {k: columns.repeat_rows(t, n, interleave) for k, t in self._tensors.items()}
         if interleave:
-            tensors = {k: t.repeat_interleave(n, dim=0) for k, t in self.tensors.items()}
-            arrays = {k: np.repeat(a, n, axis=0) for k, a in self.non_tensors.items()}
+            arrays = {k: np.repeat(a, n, axis=0) for k, a in self._non_tensors.items()}
         else:
-            tensors = {k: t.repeat(n, *([1] * (t.ndim - 1))) for k, t in self.tensors.items()}
             arrays = {
-                k: np.tile(a, (n,) + (1,) * (a.ndim - 1)) for k, a in self.non_tensors.items()
+                k: np.tile(a, (n,) + (1,) * (a.ndim - 1)) for k, a in self._non_tensors.items()
             }
         return Batch(tensors, arrays, self.meta)
 
     def to(self, device: torch.device | str) -> Batch:
         """A batch with every tensor moved to ``device`` (non-tensors are shared)."""
-        return Batch(
-            {k: t.to(device) for k, t in self.tensors.items()}, self.non_tensors, self.meta
-        )
+        moved = {k: columns.move(t, device) for k, t in self._tensors.items()}
+        fresh = {k for k, t in moved.items() if t is not self._tensors[k]}
+        return self._derive(moved, self._non_tensors, self.meta, fresh=fresh)
 
     @staticmethod
     def concat(batches: Sequence[Batch]) -> Batch:
@@ -577,22 +558,14 @@ class Batch:
                 raise TypeError(f"Batch.concat: item {i} is a {type(part).__name__}, not a Batch")
         first = parts[0]
         for i, part in enumerate(parts[1:], start=1):
-            _check_same_columns("tensor", first.tensors, part.tensors, i)
-            _check_same_columns("non-tensor", first.non_tensors, part.non_tensors, i)
+            check_same_columns("tensor", first._tensors, part._tensors, i)
+            check_same_columns("non-tensor", first._non_tensors, part._non_tensors, i)
         tensors: dict[str, torch.Tensor] = {}
-        for k, t0 in first.tensors.items():
-            pieces = [p.tensors[k] for p in parts]
-            for i, t in enumerate(pieces):
-                if t.dtype != t0.dtype or t.device != t0.device or t.shape[1:] != t0.shape[1:]:
-                    raise BatchError(
-                        f"cannot concat tensor column {k!r}: part 0 is {_describe_tensor(t0)} but "
-                        f"part {i} is {_describe_tensor(t)}; dtype, device and trailing shape "
-                        "must match"
-                    )
-            tensors[k] = torch.cat(pieces, dim=0)
+        for k in first._tensors:
+            tensors[k] = columns.cat_rows(k, [p._tensors[k] for p in parts])
         arrays: dict[str, _Array] = {}
-        for k, a0 in first.non_tensors.items():
-            chunks = [p.non_tensors[k] for p in parts]
+        for k, a0 in first._non_tensors.items():
+            chunks = [p._non_tensors[k] for p in parts]
             for i, a in enumerate(chunks):
                 if a.shape[1:] != a0.shape[1:]:
                     raise BatchError(
@@ -621,7 +594,7 @@ class Batch:
             meta[self.AUTO_PADDING_KEY] = True
         else:
             meta.pop(self.AUTO_PADDING_KEY, None)
-        return Batch(self.tensors, self.non_tensors, meta)
+        return self._derive(self._tensors, self._non_tensors, meta)
 
     def pad_to_multiple(self, n: int) -> tuple[Batch, int]:
         """``(padded, pad)``: a new batch whose length is the next multiple of ``n``, padded by
@@ -637,7 +610,7 @@ class Batch:
             )
         pad = -length % n
         if pad == 0:
-            return Batch(self.tensors, self.non_tensors, self.meta), 0
+            return self._derive(self._tensors, self._non_tensors, self.meta), 0
         index = torch.cat([torch.arange(length), torch.arange(pad) % length])
         return self.select_idxs(index), pad
 
@@ -697,88 +670,30 @@ class Batch:
     # ------------------------------------------------------------------ serialization
 
     def __reduce_ex__(self, protocol: SupportsIndex, /) -> tuple[object, ...]:
-        out_of_band = operator.index(protocol) >= 5
-        tensors = []
-        for name, t in self.tensors.items():
-            tensors.append(
-                {
-                    "name": name,
-                    "dtype": str(t.dtype).removeprefix("torch."),
-                    "shape": tuple(int(s) for s in t.shape),
-                    "data": _wrap_bytes(_tensor_bytes(t), out_of_band),
-                }
-            )
-        arrays: list[dict[str, object]] = []
-        for name, a in self.non_tensors.items():
-            if a.dtype.hasobject or a.dtype.itemsize == 0:
-                arrays.append({"name": name, "encoding": "pickle", "array": a})
-            else:
-                raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-                arrays.append(
-                    {
-                        "name": name,
-                        "encoding": "raw",
-                        "dtype": a.dtype,
-                        "shape": a.shape,
-                        "data": _wrap_bytes(raw, out_of_band),
-                    }
-                )
-        payload = {
-            "format": _WIRE_FORMAT,
-            "tensors": tensors,
-            "non_tensors": arrays,
-            "meta": self.meta,
-        }
+        """Pickle through the versioned wire format (see :mod:`runtime._batch_wire`)."""
+        payload = encode_payload(self._tensors, self._non_tensors, self.meta, protocol)
         return (_rebuild_batch, (payload,))
 
 
 # ---------------------------------------------------------------------- helpers
 
 
-def _describe_tensor(t: torch.Tensor) -> str:
-    device = "" if t.device.type == "cpu" else f"@{t.device}"
-    return f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}{device}"
-
-
-def _as_column_array(name: str, value: object) -> _Array:
-    if isinstance(value, np.ndarray):
-        return value
-    if isinstance(value, list | tuple):
-        array = np.empty(len(value), dtype=object)
-        for i, item in enumerate(value):
-            array[i] = item
-        return array
-    raise BatchError(
-        f"non-tensor column {name!r} must be a numpy.ndarray, list or tuple, got "
-        f"{type(value).__name__}"
-    )
-
-
-def _check_keys(
-    keys: Sequence[str], available: Mapping[str, object], what: str, arg: str
-) -> list[str]:
-    if isinstance(keys, str):
-        raise TypeError(
-            f"{arg} must be a sequence of names, got the string {keys!r}; use [{keys!r}]"
-        )
-    out = list(dict.fromkeys(keys))
-    for key in out:
-        if key not in available:
-            raise BatchError(f"unknown {what} {key!r}; available: {list(available)!r}")
+def _merged(
+    what: str,
+    mine: Mapping[str, _V],
+    theirs: Mapping[str, _V],
+    show: Callable[[_V], str],
+) -> dict[str, _V]:
+    """``mine`` plus the keys only ``theirs`` has; a shared key must hold equal values."""
+    out = dict(mine)
+    for k, v in theirs.items():
+        if k in out and not deep_equal(out[k], v):
+            raise BatchError(
+                f"cannot union: {what} {k!r} differs between the batches "
+                f"(self: {show(out[k])}, other: {show(v)}); rename or pop it in one of them"
+            )
+        out.setdefault(k, v)
     return out
-
-
-def _check_same_columns(
-    what: str, first: Mapping[str, object], other: Mapping[str, object], part: int
-) -> None:
-    if set(first) != set(other):
-        missing = sorted(set(first) - set(other))
-        extra = sorted(set(other) - set(first))
-        raise BatchError(
-            f"cannot concat: part {part} has {what} columns {sorted(other)!r} but part 0 has "
-            f"{sorted(first)!r} (missing: {missing!r}, extra: {extra!r}); select or pop the "
-            "same columns in every part"
-        )
 
 
 def _merge_meta(parts: Sequence[Batch]) -> dict[str, object]:
@@ -791,7 +706,7 @@ def _merge_meta(parts: Sequence[Batch]) -> dict[str, object]:
                 merged.setdefault("metrics", metrics)
                 _gather_metrics(metrics, value, i)
             elif key in merged:
-                if not _deep_equal(merged[key], value):
+                if not deep_equal(merged[key], value):
                     raise BatchError(
                         f"cannot concat: meta key {key!r} differs between parts: "
                         f"{merged[key]!r} (part {source[key]}) vs {value!r} (part {i}); only "
@@ -820,52 +735,6 @@ def _gather_metrics(out: dict[str, list[object]], value: object, part: int) -> N
             out.setdefault(str(name), []).append(metric)
 
 
-def _normalize_index(idx: object, length: int) -> torch.Tensor:
-    """Turn a list / ndarray / tensor of ints or bools into a 1-D CPU int64 index tensor."""
-    if isinstance(idx, torch.Tensor):
-        index = idx.detach().cpu()
-        if index.is_floating_point() or index.is_complex():
-            raise TypeError(f"index tensors must be integer or bool, got dtype {index.dtype}")
-    elif isinstance(idx, np.ndarray | list | tuple):
-        array = np.asarray(idx)
-        if array.size == 0:
-            array = array.astype(np.int64).reshape(array.shape)
-        if array.dtype.kind not in "biu":
-            raise TypeError(f"index arrays must hold ints or bools, got dtype {array.dtype}")
-        index = torch.from_numpy(array.astype(np.bool_ if array.dtype.kind == "b" else np.int64))
-    else:
-        raise TypeError(
-            f"cannot select rows with {type(idx).__name__}; use a list of ints, a bool mask, an "
-            "ndarray or a tensor"
-        )
-    if index.ndim != 1:
-        raise IndexError(f"a row index must be 1-D, got shape {tuple(index.shape)}")
-    if index.dtype == torch.bool:
-        if index.numel() != length:
-            raise IndexError(
-                f"bool mask has length {index.numel()} but the batch has length {length}"
-            )
-        return index.nonzero().reshape(-1)
-    index = index.to(torch.int64)
-    if index.numel():
-        bad = (index < -length) | (index >= length)
-        if bool(bad.any()):
-            value = int(index[bad][0])
-            raise IndexError(f"row index {value} is out of range for a batch of length {length}")
-    return torch.where(index < 0, index + length, index)
-
-
-def _own_tensor(t: torch.Tensor) -> torch.Tensor:
-    """``t`` if it owns exactly its storage, else a compact clone."""
-    if (
-        t.is_contiguous()
-        and t.storage_offset() == 0
-        and t.untyped_storage().nbytes() == t.numel() * t.element_size()
-    ):
-        return t
-    return t.clone(memory_format=torch.contiguous_format)
-
-
 def _own_array(a: _Array) -> _Array:
     """``a`` if it owns its (C-contiguous) memory, else a compact copy."""
     if a.base is None and a.flags.c_contiguous:
@@ -873,119 +742,9 @@ def _own_array(a: _Array) -> _Array:
     return a.copy(order="C")
 
 
-def _deep_equal(a: object, b: object) -> bool:
-    """Structural equality: tensors and arrays by dtype, shape and values (NaN equals NaN at
-    the same place), dicts by keys and values, lists and tuples element-wise, floats with NaN
-    equal to NaN, anything else by ``==`` (an ambiguous or failing ``==`` counts as unequal)."""
-    if a is b:
-        return True
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
-            return False
-        if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
-            return False
-        if torch.equal(a, b):
-            return True
-        if a.is_floating_point() or a.is_complex():
-            same = (a == b) | (torch.isnan(a) & torch.isnan(b))
-            return bool(same.all())
-        return False
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-            return False
-        if a.shape != b.shape:
-            return False
-        if a.dtype.hasobject or b.dtype.hasobject:
-            if a.dtype != b.dtype:
-                return False
-            return all(_deep_equal(x, y) for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True))
-        if a.dtype != b.dtype:
-            return False
-        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
-    if isinstance(a, float | np.floating) and isinstance(b, float | np.floating):
-        return bool(a == b) or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        if set(a) != set(b):
-            return False
-        return all(_deep_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        if type(a) is not type(b) or len(a) != len(b):
-            return False
-        return all(_deep_equal(x, y) for x, y in zip(a, b, strict=True))
-    try:
-        return bool(a == b)
-    except (TypeError, ValueError, RuntimeError):
-        return False
-
-
-# ---------------------------------------------------------------------- wire format
-
-
-def _tensor_bytes(t: torch.Tensor) -> _Array:
-    """The tensor's own elements as a flat uint8 array (no copy for contiguous CPU tensors)."""
-    flat = t.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
-    raw: _Array = flat.view(torch.uint8).numpy()
-    return raw
-
-
-def _wrap_bytes(raw: _Array, out_of_band: bool) -> pickle.PickleBuffer | bytes:
-    return pickle.PickleBuffer(raw.data) if out_of_band else raw.tobytes()
-
-
-def _receive_bytes(data: Any, nbytes: int, alignment: int, what: str) -> _Array:
-    """A writable, aligned uint8 array over ``data`` (any object with the buffer protocol);
-    copies only when the buffer is read-only or misaligned (torch must not wrap read-only
-    memory)."""
-    try:
-        view = memoryview(data).cast("B")
-    except (TypeError, ValueError) as exc:
-        raise BatchError(
-            f"corrupt batch payload: {what} data is not a contiguous buffer ({type(data).__name__})"
-        ) from exc
-    raw = np.frombuffer(view, dtype=np.uint8)
-    if raw.size != nbytes:
-        raise BatchError(f"corrupt batch payload: {what} has {raw.size} bytes, expected {nbytes}")
-    if not raw.flags.writeable or raw.ctypes.data % max(alignment, 1) != 0:
-        raw = raw.copy()
-    return raw
-
-
-def _torch_dtype(name: object) -> torch.dtype:
-    dtype = getattr(torch, name, None) if isinstance(name, str) else None
-    if not isinstance(dtype, torch.dtype):
-        raise BatchError(f"batch payload names an unknown torch dtype {name!r}")
-    return dtype
-
-
 def _rebuild_batch(payload: Mapping[str, Any]) -> Batch:
     """Decode a payload made by ``Batch.__reduce_ex__``; depends on the payload alone."""
-    fmt = payload.get("format") if isinstance(payload, Mapping) else None
-    if fmt != _WIRE_FORMAT:
-        raise BatchError(
-            f"unknown batch wire format {fmt!r}; this runtime reads {_WIRE_FORMAT!r}. The sender "
-            "runs a different runtime version: install the same version on both sides"
-        )
-    tensors: dict[str, torch.Tensor] = {}
-    for entry in payload["tensors"]:
-        name = entry["name"]
-        dtype = _torch_dtype(entry["dtype"])
-        shape = tuple(entry["shape"])
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        nbytes = math.prod(shape) * itemsize
-        raw = _receive_bytes(entry["data"], nbytes, itemsize, f"tensor column {name!r}")
-        if nbytes == 0:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-        else:
-            tensors[name] = torch.from_numpy(raw).view(dtype).reshape(shape)
-    arrays: dict[str, _Array] = {}
-    for entry in payload["non_tensors"]:
-        name = entry["name"]
-        if entry["encoding"] == "pickle":
-            arrays[name] = entry["array"]
-            continue
-        np_dtype = np.dtype(entry["dtype"])
-        shape = tuple(entry["shape"])
-        nbytes = math.prod(shape) * np_dtype.itemsize
-        raw = _receive_bytes(entry["data"], nbytes, np_dtype.alignment, f"non-tensor {name!r}")
-        arrays[name] = raw.view(np_dtype).reshape(shape)
-    return Batch(tensors, arrays, payload["meta"])
+    decoded = decode_payload(payload)
+    batch = Batch(decoded.tensors, decoded.non_tensors, decoded.meta)
+    batch._borrowed = decoded.borrowed
+    return batch
