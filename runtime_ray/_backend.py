@@ -44,13 +44,13 @@ from ray.util.scheduling_strategies import (
 
 from runtime.backend import (
     Backend,
-    GroupCore,
     HostLaunch,
     NodeSlots,
     RankCall,
     ResourcePool,
     WorkerGroup,
     WorkerHost,
+    attached_group,
     extract_handles,
     get_logger,
 )
@@ -262,7 +262,7 @@ class RayBackend:
                     pg = _casts.create_placement_group(
                         [bundle] * node.capacity,
                         strategy=pool.strategy,
-                        name=f"rlrt:{node.root}:{node.index}",
+                        name=_pg_name(node),
                         lifetime="detached" if pool.detached else None,
                     )
                     # Not pg.wait(): it truncates its timeout to whole seconds.
@@ -289,6 +289,23 @@ class RayBackend:
                 raise
         with self._lock:
             return [self._reservations[node.key].node_ip for node in pool.nodes]
+
+    def release(self, pool: ResourcePool) -> None:
+        """Remove the placement groups of ``pool``'s node entries (idempotent).
+
+        An entry this backend did not reserve is looked up by name in :attr:`namespace`: a
+        detached reservation left by another driver (say one that exited after its workers
+        were killed from here) is removed too. Ray kills actors still placed in a removed
+        group, so call this after their group is shut down.
+        """
+        with self._lock:
+            for node in pool.nodes:
+                if node.key in self._reservations:
+                    self._release(node.key)
+                    continue
+                pg = _casts.find_placement_group(_pg_name(node))
+                if pg is not None:
+                    _casts.remove_placement_group(pg)
 
     def placement_groups(self, pool: ResourcePool) -> list[PlacementGroup | None]:
         """The placement group reserved for each node entry of ``pool`` (``None`` where not
@@ -722,17 +739,15 @@ class RayBackend:
             )
             for i in order
         )
-        core = GroupCore(
-            backend=self,
+        return attached_group(
+            self,
             name=first.group,
-            roles={role: cls},
-            plan=None,
-            launches=(),
+            role=role,
+            cls=cls,
             workers=workers,
             master=(first.master_addr, first.master_port),
-            names=tuple(names[i] for i in order),
+            names=[names[i] for i in order],
         )
-        return WorkerGroup.view(core, role, cls)
 
     # ------------------------------------------------------------------ internals
     def _worker(self, w: object) -> RayWorker:
@@ -831,6 +846,11 @@ def _ref_of(handle: object) -> ray.ObjectRef[Any]:
         f"a shared value or future of another backend reached RayBackend: {handle!r}; use one "
         "backend per group chain"
     )
+
+
+def _pg_name(node: NodeSlots) -> str:
+    """The placement group name of a node entry (how another driver finds it)."""
+    return f"rlrt:{node.root}:{node.index}"
 
 
 def _node_ips() -> dict[str, str]:

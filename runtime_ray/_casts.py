@@ -35,6 +35,7 @@ __all__ = [
     "cluster_resources",
     "create_actor",
     "create_placement_group",
+    "find_placement_group",
     "gcs_address",
     "host_ref",
     "node_ip_address",
@@ -101,6 +102,14 @@ def create_placement_group(
             [dict(b) for b in bundles], strategy=strategy, name=name, lifetime=lifetime
         ),
     )
+
+
+def find_placement_group(name: str) -> PlacementGroup | None:
+    """``ray.util.get_placement_group(name)`` in this driver's namespace; ``None`` if none."""
+    try:
+        return cast(PlacementGroup, ray.util.get_placement_group(name))
+    except ValueError:
+        return None
 
 
 def remove_placement_group(pg: PlacementGroup) -> None:

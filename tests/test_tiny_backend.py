@@ -30,7 +30,7 @@ from runtime.backend import (
     extract_handles,
     free_port,
 )
-from runtime.errors import CallTimeoutError, WorkerDiedError, WorkerError
+from runtime.errors import CallTimeoutError, PlacementError, WorkerDiedError, WorkerError
 from runtime.testing.conformance.suite import *  # noqa: F403
 
 
@@ -93,9 +93,14 @@ class PipeBackend:
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._workers: list[PipeWorker] = []
+        self._reserved: set[tuple[str, int]] = set()
 
     def reserve(self, pool: ResourcePool, *, timeout: float) -> list[str]:
+        self._reserved.update(node.key for node in pool.nodes)
         return ["127.0.0.1" for _ in pool.nodes]
+
+    def release(self, pool: ResourcePool) -> None:
+        self._reserved.difference_update(node.key for node in pool.nodes)
 
     def master_endpoint(
         self, node_ip: str, *, port_range: tuple[int, int] | None = None
@@ -104,6 +109,9 @@ class PipeBackend:
 
     def spawn(self, launches: Sequence[HostLaunch], *, timeout: float) -> list[PipeWorker]:
         workers: list[PipeWorker] = []
+        for launch in launches:
+            if launch.placement.node.key not in self._reserved:
+                raise PlacementError(f"{launch.name}: node entry not reserved; reserve first")
         for launch in launches:
             ours, theirs = _CTX.Pipe()
             payload = cloudpickle.dumps(launch)
