@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 import ray
 import torch
-from ray.util.placement_group import PlacementGroup
+from ray.util import get_node_ip_address as node_ip_address
+from ray.util.placement_group import PlacementGroup, placement_group_table
 
 import runtime
 from runtime import (
@@ -47,7 +48,7 @@ from runtime.errors import (
     WorkerStartError,
 )
 from runtime_ray import RayBackend, RayWorker
-from runtime_ray._casts import find_placement_group, node_ip_address, placement_group_table
+from runtime_ray._casts import find_placement_group
 from runtime_ray._local_auth import client_env
 from tests._ray_session import REPO_ROOT
 from tests.ray.workers import Crashy, Probe, Sleepy

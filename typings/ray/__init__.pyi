@@ -1,0 +1,66 @@
+# The Ray surface this project uses (ray 2.60), typed where Ray's own annotations are missing
+# or unusable (client-mode wrappers make several functions `Any`; ActorClass.options().remote()
+# is typed `ActorHandle[T] | type[T]`). These stubs replace ray's inline types for mypy, so
+# every name imported from ray anywhere in the repo must be declared here.
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar, overload
+
+from ray import actor as actor
+from ray import exceptions as exceptions
+from ray import util as util
+from ray.actor import ActorClass, ActorHandle
+from ray.runtime_context import RuntimeContext
+
+__version__: str
+
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
+
+class ObjectRef(Generic[_T_co]):
+    def hex(self) -> str: ...
+
+class RemoteFunction(Generic[_T]):
+    def remote(self, *args: Any, **kwargs: Any) -> ObjectRef[_T]: ...
+    def options(self, **options: Any) -> RemoteFunction[_T]: ...
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    namespace: str | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
+    include_dashboard: bool | None = None,
+    ignore_reinit_error: bool = False,
+    **kwargs: Any,
+) -> object: ...
+def shutdown() -> None: ...
+def is_initialized() -> bool: ...
+def put(value: _T) -> ObjectRef[_T]: ...
+@overload
+def get(object_refs: ObjectRef[_T], *, timeout: float | None = None) -> _T: ...
+@overload
+def get(object_refs: Sequence[ObjectRef[_T]], *, timeout: float | None = None) -> list[_T]: ...
+def wait(
+    object_refs: Sequence[ObjectRef[_T]],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+) -> tuple[list[ObjectRef[_T]], list[ObjectRef[_T]]]: ...
+def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None: ...
+def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> None: ...
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]: ...
+def get_runtime_context() -> RuntimeContext: ...
+def nodes() -> list[dict[str, Any]]: ...
+def cluster_resources() -> dict[str, float]: ...
+def available_resources() -> dict[str, float]: ...
+# A class is callable too: it must match this first (typeshed's usual overload-overlap case).
+@overload
+def remote(cls: type[_T], /) -> ActorClass[_T]: ...  # type: ignore[overload-overlap]
+@overload
+def remote(fn: Callable[..., _T], /) -> RemoteFunction[_T]: ...
+@overload
+def remote(
+    *, concurrency_groups: Mapping[str, int] | None = None, **options: Any
+) -> Callable[[type[_T]], ActorClass[_T]]: ...
+def method(*, concurrency_group: str | None = None, **options: Any) -> Callable[[_T], _T]: ...
