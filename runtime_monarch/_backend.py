@@ -56,7 +56,7 @@ from runtime.errors import (
     WorkerError,
     WorkerStartError,
 )
-from runtime_monarch._host_actor import MonarchHost
+from runtime_monarch._host_actor import Invocation, MonarchHost
 
 __all__ = ["MonarchBackend", "MonarchPending", "MonarchWorker"]
 
@@ -348,9 +348,8 @@ class MonarchBackend:
             if w.dead:
                 pending.error, pending.done = self._died(pending), True
             else:
-                pending.future = w.actor.invoke.call_one(
-                    call.role, call.method, args, kwargs, resolved
-                )
+                invocation: Invocation = (call.role, call.method, args, kwargs, resolved)
+                pending.future = w.actor.invoke.call_one(invocation)
             out.append(pending)
         return out
 
