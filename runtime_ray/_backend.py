@@ -170,10 +170,10 @@ class RayBackend:
     def release(self, pool: ResourcePool) -> None:
         """Remove the placement groups of ``pool``'s node entries (idempotent).
 
-        An entry this backend did not reserve is looked up by name in :attr:`namespace`: a
-        detached reservation left by another driver (say one that exited after its workers
-        were killed from here) is removed too. Ray kills actors still placed in a removed
-        group, so call this after their group is shut down.
+        For a detached pool, an entry this backend did not reserve is looked up by name in
+        :attr:`namespace`: a reservation left by another driver (say one that exited after
+        its workers were killed from here) is removed too. Ray kills actors still placed in
+        a removed group, so call this after their group is shut down.
         """
         self._reservations.release(pool)
 

@@ -117,12 +117,16 @@ class Reservations:
             self._table[node.key] = Reservation(pg, ip, pool.cpus_per_process, pool.detached)
 
     def release(self, pool: ResourcePool) -> None:
-        """Remove the placement groups of ``pool``'s entries: ours, or (another driver's,
-        detached) found by name in this namespace. Idempotent."""
+        """Remove the placement groups of ``pool``'s entries: ours, or, for a detached pool,
+        one another driver left, found by name in this namespace. Idempotent. (A pool that
+        is not detached is never looked up by name: its placement groups die with their
+        driver, and a same-named one of a live driver must not be touched.)"""
         with self._lock:
             for node in pool.nodes:
                 if node.key in self._table:
                     self._remove(node.key)
+                    continue
+                if not pool.detached:
                     continue
                 pg = _casts.find_placement_group(pg_name(node))
                 if pg is not None:
