@@ -18,7 +18,14 @@ import ray.util
 from ray.actor import ActorClass, ActorHandle
 from ray.util.placement_group import PlacementGroup
 
-__all__ = ["HostActorRef", "actor_class", "create_actor", "find_placement_group", "host_ref"]
+__all__ = [
+    "HostActorRef",
+    "actor_class",
+    "create_actor",
+    "find_placement_group",
+    "gcs_address",
+    "host_ref",
+]
 
 T = TypeVar("T")
 
@@ -60,3 +67,8 @@ def find_placement_group(name: str) -> PlacementGroup | None:
         return ray.util.get_placement_group(name)
     except ValueError:
         return None
+
+
+def gcs_address() -> str:
+    """The connected cluster's GCS address."""
+    return ray.get_runtime_context().gcs_address
