@@ -19,7 +19,7 @@ LINT_PATHS := $(wildcard runtime runtime_ray runtime_monarch ppo rlrun tests ben
 .DEFAULT_GOAL := test
 .DELETE_ON_ERROR:
 .PHONY: help venv venv-core lint typecheck typecheck-core imports test-core test-py test demo \
-	bench clean distclean
+	bench bench-quick bench-training clean distclean test-faults
 
 help:
 	@echo "make test            lint typecheck typecheck-core imports test-core test-py (fail fast)"
@@ -30,8 +30,11 @@ help:
 	@echo "make imports         lint-imports (contracts in pyproject.toml)"
 	@echo "make test-core       pytest -m 'not ray and not monarch' in $(CORE_VENV) (no ray, no monarch)"
 	@echo "make test-py         the full pytest suite in $(VENV)"
+	@echo "make test-faults     just the fault matrix (pytest -m faults; test-py runs it too)"
 	@echo "make demo            python -m rlrun --config demo"
-	@echo "make bench           every benchmarks/bench_*.py in turn"
+	@echo "make bench           the benchmark suite (python -m benchmarks.suite; BENCH_ARGS=--markdown)"
+	@echo "make bench-quick     the suite's smoke run (--quick)"
+	@echo "make bench-training  the slow training benchmarks (learning, async, learnability, soak)"
 	@echo "make clean           caches and build artefacts (keeps the venvs); distclean: also venvs"
 
 # --- environments --------------------------------------------------------------------------
@@ -89,6 +92,10 @@ test-core: $(CORE_STAMP)
 test-py: $(STAMP)
 	$(PY) -m pytest
 
+# The fault matrix alone (tests/faults on every backend); `test-py` runs it as well.
+test-faults: $(STAMP)
+	$(PY) -m pytest -m faults
+
 test: lint typecheck typecheck-core imports test-core test-py
 
 # --- running -------------------------------------------------------------------------------
@@ -97,12 +104,17 @@ demo: $(STAMP)
 	$(PY) -m rlrun --config demo
 
 bench: $(STAMP)
-	@set -e; found=0; \
-	for f in benchmarks/bench_*.py; do \
-	  test -f "$$f" || continue; found=1; \
-	  echo "== $$f"; $(PY) "$$f"; \
-	done; \
-	test $$found = 1 || { echo "bench: no benchmarks/bench_*.py"; exit 1; }
+	$(PY) -m benchmarks.suite $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks.suite --quick $(BENCH_ARGS)
+
+# The slow benchmarks that train (minutes each); not part of `make bench`.
+BENCH_TRAINING := $(wildcard benchmarks/bench_learning.py benchmarks/bench_async.py \
+	benchmarks/bench_task_learnability.py benchmarks/bench_soak.py)
+
+bench-training: $(STAMP)
+	@set -e; for f in $(BENCH_TRAINING); do echo "== $$f"; $(PY) "$$f"; done
 
 # --- housekeeping --------------------------------------------------------------------------
 

@@ -95,7 +95,8 @@ def timed(fn: Any, device: torch.device, repeats: int) -> list[float]:
     return out
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line (the suite reuses its defaults)."""
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--size", choices=sorted(SIZES), default="tiny")
     p.add_argument("--device", default="cpu")
@@ -104,7 +105,11 @@ def main() -> int:
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args()
+    return p
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Time both paths (and their baselines) and return the figures."""
     device = torch.device(args.device)
     b, plen, r = args.batch, args.prompt_len, args.new_tokens
     model = build(args.size, device, plen + r)
@@ -162,7 +167,7 @@ def main() -> int:
     train_s = timed(train, device, args.repeats)
     train_raw_s = timed(train_raw, device, args.repeats)
     params_n = sum(t.numel() for t in model.parameters())
-    result = {
+    result: dict[str, Any] = {
         "size": args.size,
         "parameters": params_n,
         "device": str(device),
@@ -180,7 +185,21 @@ def main() -> int:
         "training_raw_s_median": statistics.median(train_raw_s),
         "generation_vs_raw_generate": statistics.median(gen_s) / statistics.median(gen_raw_s),
         "training_vs_raw_step": statistics.median(train_s) / statistics.median(train_raw_s),
+        "generation_s": gen_s,
+        "generation_raw_s": gen_raw_s,
+        "training_s": train_s,
+        "training_raw_s": train_raw_s,
     }
+    return result
+
+
+def main() -> int:
+    args = parser().parse_args()
+    result = measure(args)
+    b, plen, r = args.batch, args.prompt_len, args.new_tokens
+    gen_s, gen_raw_s = result["generation_s"], result["generation_raw_s"]
+    train_s, train_raw_s = result["training_s"], result["training_raw_s"]
+    params_n, device = result["parameters"], result["device"]
     print(
         f"{args.size} ({params_n:,} params, {device}, {args.dtype}), batch {b}, prompt {plen}, "
         f"response {r}: generation {result['generation_tokens_per_s']:,.0f} tok/s "

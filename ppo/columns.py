@@ -15,6 +15,7 @@ __all__ = [
     "ANSWER",
     "ATTENTION_MASK",
     "DATA_SOURCE",
+    "ENDS_WITH_EOS",
     "ENTROPY",
     "GREEDY",
     "INPUT_IDS",
@@ -28,6 +29,7 @@ __all__ = [
     "RESPONSE_MASK",
     "RESPONSE_TEXT",
     "RETURNS",
+    "RETURN_COLUMNS",
     "ROLLOUT_LOG_PROBS",
     "ROLLOUT_SEED",
     "SCORE",
@@ -55,6 +57,7 @@ ROLLOUT_LOG_PROBS: Final = "rollout_log_probs"  # (B, R) log-probs the rollout s
 TOKEN_LEVEL_SCORES: Final = "token_level_scores"  # (B, R) score on the last response token
 SCORE: Final = "score"  # (B,) sequence score
 ACC: Final = "acc"  # (B,) correctness in [0, 1]
+ENDS_WITH_EOS: Final = "ends_with_eos"  # (B,) bool: the last response position holds EOS
 OLD_LOG_PROBS: Final = "old_log_probs"  # (B, R) under the policy before the update
 REF_LOG_PROBS: Final = "ref_log_probs"  # (B, R) under the frozen reference
 ENTROPY: Final = "entropy"  # (B, R)
@@ -77,3 +80,4 @@ RESPONSE_TEXT: Final = "response_text"  # decoded response, added by the reward 
 TEMPERATURE: Final = "temperature"
 GREEDY: Final = "greedy"
 SEED: Final = "seed"  # shuffling seed of an update
+RETURN_COLUMNS: Final = "return_columns"  # rollout columns the reward worker hands back

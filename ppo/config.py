@@ -438,6 +438,11 @@ class TrainerConfig:
     #: written (resume and the figure read it), so ``"jsonl"`` may be left out.
     loggers: tuple[str, ...] = attrs.field(default=("console", "jsonl"), converter=_names_tuple)
     mode: str = "sync"
+    #: Reorder the update batch's rows so every data-parallel rank gets a near-equal number of
+    #: tokens (:mod:`ppo.balance`); cuts the wait on the slowest rank.
+    balance_batch: bool = True
+    #: How many rank deaths a run recovers from in place (see :mod:`ppo.recovery`).
+    max_restarts: int = 1
 
     def validate(self, p: str) -> None:
         _check(self.total_steps >= 1, f"{p}.total_steps", self.total_steps, "must be >= 1")
@@ -445,6 +450,12 @@ class TrainerConfig:
         _check(self.save_freq >= 0, f"{p}.save_freq", self.save_freq, "must be >= 0 (0 disables)")
         _check(bool(self.run_dir), f"{p}.run_dir", self.run_dir, "must be a directory path")
         _check(self.keep_last >= 1, f"{p}.keep_last", self.keep_last, "must be >= 1")
+        _check(
+            self.max_restarts >= 0,
+            f"{p}.max_restarts",
+            self.max_restarts,
+            "must be >= 0 (0: a rank death ends the run)",
+        )
         _check(
             self.mode in ("sync", "async"),
             f"{p}.mode",

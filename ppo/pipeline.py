@@ -5,27 +5,32 @@ How one step ``k`` runs with staleness ``s`` (``trainer.mode = "async"``):
 
 1. :meth:`RolloutPipeline.fill` submits generation for every step up to ``k + s`` that is not
    in flight yet; the prompts of a step are drawn when its generation is submitted.
-2. :meth:`RolloutPipeline.take` waits for step ``k``'s responses; meanwhile the rollout
-   workers already generate steps ``k + 1 .. k + s``.
-3. The trainer scores, recomputes the *proximal* log-probs under its current policy, corrects
-   for the behaviour/proximal gap with truncated importance weights (decoupled PPO,
-   :func:`ppo.algos.truncated_importance_weights`) and updates.
+2. :meth:`RolloutPipeline.take` hands over step ``k``'s prompts and the *future* of its
+   responses (the trainer chains the scoring and log-prob calls on it, see
+   :mod:`ppo.dataflow`); meanwhile the rollout workers already generate steps ``k + 1 .. k + s``.
+3. The trainer scores, recomputes the *proximal* log-probs under its current policy, checks the
+   bound (:meth:`RolloutPipeline.check`), corrects for the behaviour/proximal gap with
+   truncated importance weights (decoupled PPO, :func:`ppo.algos.truncated_importance_weights`)
+   and updates.
 4. :meth:`RolloutPipeline.publish` ships the new policy (version ``k``) to the rollout workers.
 
 The bound holds by construction, whatever the timing: the rollout workers run their calls in
 submission order (every backend keeps one caller's calls to a rank in order), and step
 ``k + s``'s generation is submitted after the weights of version ``k - 1`` (step ``k``'s fill
 comes after step ``k - 1``'s publish). So a batch trained at version ``k - 1`` was generated
-with version ``>= k - 1 - s``; every sample carries its ``policy_version``, and :meth:`take`
+with version ``>= k - 1 - s``; every sample carries its ``policy_version``, and :meth:`check`
 checks the bound. ``s = 0`` is on-policy and reproduces the synchronous trainer exactly.
 
 Weights never pass through the driver: the actor's ranks publish their flattened parameters as
-a one-row batch each, and the rollout workers receive the *future* of that batch, fetching rank
-0's row from the backend's object store.
+a one-row batch each, and the rollout workers receive a slice of the *future* of that batch,
+each fetching only rank 0's row from the backend's object store. Each rollout rank reports how
+long installing took and how many bytes it received; :meth:`RolloutPipeline.sync_metrics`
+collects those reports once they are certainly done (without waiting on generation).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -39,10 +44,11 @@ from ppo.lm import autocast, build_policy
 from ppo.parallel import worker_device
 from ppo.rollout import HFRolloutEngine, PromptBatch, RolloutEngine, SamplingParams
 from ppo.tokenizer import Tokenizer
-from runtime import Batch, BatchFuture, Dispatch, WorkerGroup, register
+from runtime import Batch, BatchFuture, Dispatch, GroupFuture, WorkerGroup, register
 
 __all__ = [
     "POLICY_VERSION",
+    "PUBLISH_S",
     "RolloutPipeline",
     "RolloutWorker",
     "StalenessError",
@@ -55,6 +61,8 @@ __all__ = [
 POLICY_VERSION = "policy_version"
 #: Column ``(1, N)``: all parameters of one actor rank, flattened in ``state_dict`` order.
 FLAT_WEIGHTS = "flat_weights"
+#: Column ``(1,)`` float: seconds the actor rank took to flatten its weights.
+PUBLISH_S = "publish_s"
 
 
 def flat_weights(model: torch.nn.Module) -> Tensor:
@@ -117,11 +125,20 @@ class RolloutWorker:
         torch.set_num_threads(self.config.resources.torch_threads)
 
     @register(Dispatch.ONE_TO_ALL)
-    def load_weights(self, weights: Batch, version: int) -> int:
-        """Install row 0 of ``weights`` (``flat_weights``) as policy ``version``."""
+    def load_weights(self, weights: Batch, version: int) -> dict[str, float]:
+        """Install row 0 of ``weights`` (``flat_weights``) as policy ``version``. Returns
+        ``version``, ``bytes`` (of ``weights`` received), ``install_s`` and the actor's
+        ``publish_s``."""
+        t0 = time.perf_counter()
         flat = weights.tensors[FLAT_WEIGHTS][0]
         self.engine.load_weights(load_flat(self.engine.model, flat), version=version)
-        return version
+        publish = weights.tensors.get(PUBLISH_S)
+        return {
+            "version": float(version),
+            "bytes": float(sum(t.numel() * t.element_size() for t in weights.tensors.values())),
+            "install_s": time.perf_counter() - t0,
+            "publish_s": float(publish[0]) if publish is not None else 0.0,
+        }
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def generate(self, batch: Batch) -> Batch:
@@ -178,6 +195,12 @@ class _InFlight:
     sampler_state: dict[str, int]
 
 
+@attrs.define
+class _Sync:
+    version: int
+    reports: GroupFuture[list[dict[str, float]]]
+
+
 class RolloutPipeline:
     """Keeps generation up to ``max_staleness`` steps ahead of training (module docstring).
 
@@ -201,11 +224,12 @@ class RolloutPipeline:
         self.total_steps = total_steps
         self._in_flight: dict[int, _InFlight] = {}
         self._next = 1
-        self.bytes_synced = 0
+        self._syncs: list[_Sync] = []
 
     def start(self, step: int, version: int) -> None:
         """Begin (or resume) at ``step`` with the actor's policy ``version``."""
         self._in_flight.clear()
+        self._syncs.clear()
         self._next = step
         self.publish(version)
 
@@ -213,8 +237,12 @@ class RolloutPipeline:
         """Send the actor's current weights to every rollout rank as ``version``; the rollout
         ranks take them after the generation already queued."""
         weights = self._publish_weights()
-        # The runtime resolves a BatchFuture argument on each consumer rank (object store).
-        self.rollout.submit(RolloutWorker.load_weights, cast(Batch, weights), version)
+        # The runtime resolves a future slice on each consumer rank (object store): every
+        # rollout rank fetches actor rank 0's row only.
+        reports = self.rollout.submit(
+            RolloutWorker.load_weights, cast(Batch, weights.slice_rows([0])), version
+        )
+        self._syncs.append(_Sync(version, reports))
 
     def fill(self, step: int) -> None:
         """Submit generation for every step up to ``step + max_staleness`` not yet in flight."""
@@ -225,18 +253,44 @@ class RolloutPipeline:
             self._in_flight[self._next] = _InFlight(batch, future, state)
             self._next += 1
 
-    def take(self, step: int, version: int) -> Batch:
-        """Step ``step``'s prompts with their responses; checks the staleness bound against the
-        trainer's current policy ``version``."""
+    def take(self, step: int) -> tuple[Batch, BatchFuture]:
+        """Step ``step``'s prompts and the future of their responses (not waited for)."""
         item = self._in_flight.pop(step)
-        batch = item.prompts.union(item.future.get())
+        return item.prompts, item.future
+
+    def check(self, step: int, batch: Batch, version: int) -> None:
+        """Raise :class:`StalenessError` if a row of ``batch`` (its ``policy_version``) is more
+        than ``max_staleness`` versions behind the trainer's policy ``version``."""
         oldest = int(batch.tensors[POLICY_VERSION].min())
         if version - oldest > self.max_staleness:
             raise StalenessError(
                 f"step {step}: samples from policy version {oldest} would train version "
                 f"{version}, more than async.max_staleness={self.max_staleness} behind"
             )
-        return batch
+
+    def sync_metrics(self, step: int) -> dict[str, float]:
+        """The latest weight sync known to be finished once step ``step``'s responses exist:
+        ``timing_s/weight_sync`` (the actor's flattening plus the slowest rollout rank's
+        install) and ``perf/weight_sync_bytes`` (received by all rollout ranks together).
+        Version ``v`` is installed before generation of step ``v + max_staleness + 1`` starts
+        (calls run in order), so collecting those reports never waits on generation. Empty
+        when no sync finished since the last call."""
+        done = sorted(
+            (s for s in self._syncs if s.version <= step - self.max_staleness - 1),
+            key=lambda s: s.version,
+        )
+        if not done:
+            return {}
+        self._syncs = [s for s in self._syncs if s.version > done[-1].version]
+        reports = done[-1].reports.get()
+        for earlier in done[:-1]:
+            earlier.reports.get()  # surfaces a failed install
+        return {
+            "timing_s/weight_sync": max(r["publish_s"] for r in reports)
+            + max(r["install_s"] for r in reports),
+            "perf/weight_sync_bytes": sum(r["bytes"] for r in reports),
+            "async/weights_version_synced": done[-1].version,
+        }
 
     def sampler_state_for(self, step: int) -> dict[str, int] | None:
         """The sampler position before step ``step``'s prompts were drawn (to checkpoint the

@@ -11,12 +11,14 @@ Roles: actor+rollout (with the reference fused in), critic (for GAE), reward. Wi
 otherwise each role gets its own pool and processes.
 
 One step is a pipeline of small stages (:meth:`PPOTrainer.train_step`): prompts with uids,
-repeated ``rollout.n`` times (interleaved) -> ``_rollout`` (generation) -> ``_score`` (reward),
-with old/ref log-probs and values in flight at the same time -> ``_advantages`` (KL in reward,
-the estimator, on the controller) -> ``_update`` (critic then actor, data parallel over the
-role's ranks) -> metrics. Validation runs every ``test_freq`` steps, a checkpoint every
-``save_freq`` steps; the final policy is exported with ``save_pretrained`` to
-``run_dir/hf_model``. Batch columns are named in :mod:`ppo.columns`.
+repeated ``rollout.n`` times (interleaved) -> ``_rollout`` (generation, kept as a future) ->
+``_score_and_log_probs`` (reward, old/ref log-probs and values, chained on that future and in
+flight at the same time) -> ``_advantages`` (KL in reward, the estimator, on the controller)
+-> ``_update`` (critic then actor, data parallel over the role's ranks, which fetch the token
+ids themselves) -> metrics. What reaches the driver is described in :mod:`ppo.dataflow`.
+Validation runs every ``test_freq`` steps, a checkpoint every ``save_freq`` steps; the final
+policy is exported with ``save_pretrained`` to ``run_dir/hf_model``. Batch columns are named
+in :mod:`ppo.columns`.
 """
 
 from __future__ import annotations
@@ -45,13 +47,16 @@ from ppo.algos import (
     masked_mean,
     truncated_importance_weights,
 )
+from ppo.balance import balanced_order, token_counts
 from ppo.checkpoint import CheckpointManager
 from ppo.config import ConfigError, PPOConfig, config_to_dict
 from ppo.data_check import check_prompt_lengths, config_field, load_examples
+from ppo.dataflow import DriverTraffic, StepData, chained, place_scores
 from ppo.lm import check_model_fits
 from ppo.metrics import MetricsWriter, read_metrics
 from ppo.pipeline import POLICY_VERSION, RolloutPipeline, RolloutWorker
 from ppo.plots import PlotUnavailableError, RunSeries, plot_runs
+from ppo.recovery import Recovery
 from ppo.resume_check import check_resume
 from ppo.rundir import (
     check_not_file,
@@ -76,6 +81,7 @@ from runtime import (
     fuse,
     get_logger,
 )
+from runtime.errors import WorkerDiedError
 
 __all__ = ["PPOTrainer", "PromptSampler", "load_reward_fn"]
 
@@ -234,7 +240,10 @@ class PPOTrainer:
         self.reward: WorkerGroup[RewardWorker] | None = None
         self.rollout: WorkerGroup[RolloutWorker] | None = None
         self._pipeline: RolloutPipeline | None = None
+        #: Bytes the controller receives and sends per step (:mod:`ppo.dataflow`).
+        self.traffic = DriverTraffic()
         self._groups: list[Any] = []
+        self._recovery = Recovery(config.trainer.max_restarts)
         #: ``summary.json``'s content once :meth:`fit` has ended (completed or not).
         self.summary: dict[str, Any] = {}
 
@@ -372,7 +381,7 @@ class PPOTrainer:
         gen_in = self._generation_input(
             batch, self.config.trainer.seed * 100_003 + step, greedy=False
         )
-        return batch, gen_in, state
+        return batch, self.traffic.sent(gen_in), state
 
     def _check_one_process_per_rank(self) -> None:
         for role, group in (("actor", self.actor), ("critic", self.critic)):
@@ -463,33 +472,37 @@ class PPOTrainer:
         timing: dict[str, float] = {}
         metrics: dict[str, Any] = {}
         t_step = time.perf_counter()
+        self.traffic.take()
         baselines = None
         if self._pipeline is not None:
-            with _timed(timing, "gen"):
-                self._pipeline.fill(step)
-                batch = self._pipeline.take(step, version=step - 1)
-            metrics.update(self._pipeline.staleness_metrics(batch, version=step - 1))
+            self._pipeline.fill(step)
+            prompts, rollout = self._pipeline.take(step)
+            data = self._score_and_log_probs(prompts, rollout, timing, t_step)
+            self._pipeline.check(step, data.view, version=step - 1)
+            metrics.update(self._pipeline.staleness_metrics(data.view, version=step - 1))
+            metrics.update(self._pipeline.sync_metrics(step))
         else:
             examples = self.sampler.next(cfg.data.prompts_per_step)
-            batch = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
+            prompts = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
                 cfg.rollout.n, interleave=True
             )
-            with _timed(timing, "gen"):
-                batch = self._rollout(batch, seed=cfg.trainer.seed * 100_003 + step)
+            rollout = self._rollout(prompts, seed=cfg.trainer.seed * 100_003 + step)
             baselines = self._greedy_baselines(examples, step) if cfg.needs_baselines else None
-        batch = self._score_and_log_probs(batch, timing)
+            data = self._score_and_log_probs(prompts, rollout, timing, t_step)
         with _timed(timing, "adv"):
-            batch = self._advantages(batch, baselines, metrics)
-        metrics.update(self._update(batch, step, timing))
+            data.view = self._advantages(data.view, baselines, metrics)
+        metrics.update(self._update(data, step, timing))
         if self._pipeline is not None:
             with _timed(timing, "sync_weights"):
                 self._pipeline.publish(step)
                 self._pipeline.fill(step + 1)
         self.step = step
         timing["step"] = time.perf_counter() - t_step
-        metrics.update(_data_metrics(batch, cfg.data.max_response_len, self.tokenizer.eos_id))
+        batch = data.view
+        metrics.update(_data_metrics(batch, cfg.data.max_response_len))
         metrics.update({f"timing_s/{k}": v for k, v in timing.items()})
-        n_tokens = float(batch.tensors[C.ATTENTION_MASK].sum())
+        metrics.update(self.traffic.take())
+        n_tokens = float(batch.tensors[C.PROMPT_MASK].sum() + batch.tensors[C.RESPONSE_MASK].sum())
         metrics["perf/total_num_tokens"] = n_tokens
         metrics["perf/throughput"] = n_tokens / max(timing["step"], 1e-9)
         metrics["training/global_step"] = step
@@ -497,41 +510,79 @@ class PPOTrainer:
         metrics["step"] = step
         return metrics
 
-    def _rollout(self, batch: Batch, *, seed: int, greedy: bool = False) -> Batch:
-        """Stage 1: one response per row (the actor's rollout engine)."""
-        assert self.actor is not None
-        gen_in = self._generation_input(batch, seed, greedy=greedy)
-        return batch.union(self.actor.call(ActorRolloutWorker.generate, gen_in))
+    def _recovering_step(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """:meth:`train_step`; after a rank death, recover (:mod:`ppo.recovery`: restart the
+        dead ranks, reload the last checkpoint) and train the step after that checkpoint."""
+        while True:
+            try:
+                row = self.train_step()
+            except WorkerDiedError as err:
+                if not self._recovery.recover(self, err):
+                    raise
+                history[:] = [r for r in history if r["step"] <= self.step]
+                continue
+            self._recovery.annotate(row)
+            return row
 
-    def _score_and_log_probs(self, batch: Batch, timing: dict[str, float]) -> Batch:
-        """Stage 2: reward, old/ref log-probs and values, all submitted before any is awaited
-        (so the roles work at the same time)."""
+    def _rollout(self, batch: Batch, *, seed: int, greedy: bool = False) -> BatchFuture:
+        """Stage 1: one response per row (the actor's rollout engine), left in the object
+        store: the result is a future the next stages pass on (see :mod:`ppo.dataflow`)."""
         assert self.actor is not None
+        gen_in = self.traffic.sent(self._generation_input(batch, seed, greedy=greedy))
+        return self.actor.submit(ActorRolloutWorker.generate, gen_in)
+
+    def _scores(self, prompts: Batch, rollout: BatchFuture, *columns: str) -> BatchFuture:
+        """Score ``rollout`` (a future: the reward ranks fetch the responses themselves); the
+        result holds the controller's columns, plus the rollout ``columns`` named."""
         assert self.reward is not None
-        padded = batch.with_auto_padding()
-        t0 = time.perf_counter()
-        score_f = self.reward.submit(RewardWorker.compute_score, padded)
-        old_f = self.actor.submit(ActorRolloutWorker.compute_log_prob, padded)
+        # The example columns (the scorer's inputs); the prompt ids stay on the driver.
+        sent = prompts.select(tensor_keys=[]).with_auto_padding()
+        if columns:
+            sent.meta[C.RETURN_COLUMNS] = list(columns)
+        return self.reward.submit(
+            RewardWorker.compute_score, self.traffic.sent(sent), chained(rollout)
+        )
+
+    def _score_and_log_probs(
+        self, prompts: Batch, rollout: BatchFuture, timing: dict[str, float], t_gen: float
+    ) -> StepData:
+        """Stage 2: reward, old/ref log-probs and values, all chained on the rollout's future
+        and submitted before any is awaited (so the roles work at the same time). The driver
+        receives the scores and masks, the log-probs and the values; the token ids stay in
+        the object store for the update. ``timing_s/gen`` runs from ``t_gen`` until the
+        scores arrive (generation, then scoring)."""
+        assert self.actor is not None
+        returned = (C.ROLLOUT_LOG_PROBS, POLICY_VERSION) if self._pipeline is not None else ()
+        score_f = self._scores(prompts, rollout, *returned)
+        old_f = self.actor.submit(ActorRolloutWorker.compute_log_prob, rollout)
         ref_f = (
-            self.actor.submit(ActorRolloutWorker.compute_ref_log_prob, padded)
+            self.actor.submit(ActorRolloutWorker.compute_ref_log_prob, rollout)
             if self.config.needs_reference
             else None
         )
-        val_f = self.critic.submit(CriticWorker.compute_values, padded) if self.critic else None
-        scores = score_f.get()
-        timing["reward"] = time.perf_counter() - t0
-        batch = batch.union(
-            scores.select(tensor_keys=[C.TOKEN_LEVEL_SCORES, C.SCORE, C.ACC], non_tensor_keys=[])
+        val_f = self.critic.submit(CriticWorker.compute_values, rollout) if self.critic else None
+        scores = self.traffic.received(score_f.get())
+        t0 = time.perf_counter()
+        timing["gen"] = t0 - t_gen
+        view = prompts.union(scores)
+        view = view.union(
+            Batch(
+                {
+                    C.TOKEN_LEVEL_SCORES: place_scores(
+                        scores.tensors[C.SCORE], view.tensors[C.RESPONSE_MASK]
+                    )
+                }
+            )
         )
-        batch = batch.union(old_f.get())
+        view = view.union(self.traffic.received(old_f.get()))
         timing["old_log_prob"] = time.perf_counter() - t0
-        if ref_f is not None:
-            batch = batch.union(ref_f.get())
-            timing["ref"] = time.perf_counter() - t0
-        if val_f is not None:
-            batch = batch.union(val_f.get())
-            timing["values"] = time.perf_counter() - t0
-        return batch
+        parts = [rollout, old_f]
+        for key, future in (("ref", ref_f), ("values", val_f)):
+            if future is not None:
+                view = view.union(self.traffic.received(future.get()))
+                timing[key] = time.perf_counter() - t0
+                parts.append(future)
+        return StepData(view, parts)
 
     def _advantages(
         self, batch: Batch, baselines: torch.Tensor | None, metrics: dict[str, Any]
@@ -601,32 +652,34 @@ class PPOTrainer:
         metrics["async/logprob_gap_mean"] = float(masked_mean(gap, mask))
         return torch.where(stale, advantages * weights, advantages)
 
-    def _update(self, batch: Batch, step: int, timing: dict[str, float]) -> dict[str, Any]:
-        """Stage 4: critic, then actor (after ``critic.warmup_steps``), data parallel."""
+    def _update(self, data: StepData, step: int, timing: dict[str, float]) -> dict[str, Any]:
+        """Stage 4: critic, then actor (after ``critic.warmup_steps``), data parallel. The
+        driver sends only the advantages and returns; each rank fetches its rows of the
+        rollout, log-probs and values from the object store (``data.parts``)."""
         assert self.actor is not None
         cfg = self.config
-        keys = (
-            C.INPUT_IDS,
-            C.ATTENTION_MASK,
-            C.RESPONSE_MASK,
-            C.OLD_LOG_PROBS,
-            C.ADVANTAGES,
-            C.RETURNS,
-            C.VALUES,
-            C.REF_LOG_PROBS,
-        )
-        update = batch.select(
-            tensor_keys=[k for k in keys if k in batch.tensors], non_tensor_keys=[]
-        )
+        update = data.view.select(tensor_keys=[C.ADVANTAGES, C.RETURNS], non_tensor_keys=[])
         update.meta[C.SEED] = cfg.trainer.seed * 100_003 + step
+        world = self.actor.world_size
+        if cfg.trainer.balance_batch and world > 1 and len(update) % world == 0:
+            # Reorder the driver's columns and the ranks' futures alike (rows stay aligned).
+            lengths = token_counts(data.view, (C.PROMPT_MASK, C.RESPONSE_MASK))
+            order = balanced_order(lengths, world)
+            update = update.reorder(torch.tensor(order, dtype=torch.int64))
+            parts = [chained(f.reorder(order)) for f in data.parts]
+        else:
+            parts = [chained(f) for f in data.parts]
+        self.traffic.sent(update)
         metrics: dict[str, Any] = {}
         if self.critic is not None:
+            _check_even_split(len(update), self.critic, "critic")
             with _timed(timing, "update_critic"):
-                per_rank = self.critic.call(CriticWorker.update_critic, update)
+                per_rank = self.critic.call(CriticWorker.update_critic, update, *parts)
             metrics.update({f"critic/{k}": v for k, v in _average(per_rank).items()})
         if step > cfg.critic.warmup_steps or self.critic is None:
+            _check_even_split(len(update), self.actor, "actor")
             with _timed(timing, "update_actor"):
-                per_rank = self.actor.call(ActorRolloutWorker.update_policy, update)
+                per_rank = self.actor.call(ActorRolloutWorker.update_policy, update, *parts)
             metrics.update({f"actor/{k}": v for k, v in _average(per_rank).items()})
         return metrics
 
@@ -636,7 +689,7 @@ class PPOTrainer:
         assert self.reward is not None
         prompts = self._prompt_batch(examples, uid_prefix=f"g{step}")
         greedy = self._rollout(prompts, seed=step, greedy=True)
-        scores = self.reward.call(RewardWorker.compute_score, greedy.with_auto_padding())
+        scores = self.traffic.received(self._scores(prompts, greedy).get())
         return scores.tensors[C.SCORE].repeat_interleave(self.config.rollout.n)
 
     # ------------------------------------------------------------------ validation
@@ -648,8 +701,8 @@ class PPOTrainer:
         assert self.reward is not None
         cfg = self.config
         batch = self._prompt_batch(self.val_examples, uid_prefix="val")
-        batch = self._rollout(batch, seed=17, greedy=cfg.rollout.val_greedy)
-        scores = self.reward.call(RewardWorker.compute_score, batch.with_auto_padding())
+        rollout = self._rollout(batch, seed=17, greedy=cfg.rollout.val_greedy)
+        scores = self.traffic.received(self._scores(batch, rollout).get())
         acc, score = scores.tensors[C.ACC], scores.tensors[C.SCORE]
         out = {"val/accuracy": float(acc.mean()), "val/reward": float(score.mean())}
         sources = batch.non_tensors[C.DATA_SOURCE]
@@ -686,7 +739,7 @@ class PPOTrainer:
             while self.step < cfg.total_steps:
                 if stop.requested:
                     raise KeyboardInterrupt
-                row = self.train_step()
+                row = self._recovering_step(history)
                 last = self.step == cfg.total_steps
                 if cfg.test_freq > 0 and (self.step % cfg.test_freq == 0 or last):
                     with _timed(row, "timing_s/testing"):
@@ -913,14 +966,24 @@ def _average(per_rank: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in per_rank if k in m])) for k in keys}
 
 
-def _data_metrics(batch: Batch, max_response_len: int, eos_id: int) -> dict[str, float]:
-    """The step's data metrics, named as verl names them (see docs/metrics.md)."""
+def _check_even_split(rows: int, group: WorkerGroup[Any], role: str) -> None:
+    """The update must not pad (a repeated row would train twice): ``rows`` must divide."""
+    if rows % group.world_size:
+        raise ConfigError(
+            f"resources.{role}_ranks = {group.world_size}: the step's {rows} sequences "
+            f"(data.prompts_per_step * rollout.n) must divide evenly over the {role} ranks"
+        )
+
+
+def _data_metrics(batch: Batch, max_response_len: int) -> dict[str, float]:
+    """The step's data metrics, named as verl names them (see docs/metrics.md), from the
+    controller's columns (:mod:`ppo.dataflow`)."""
     t = batch.tensors
     mask = t[C.RESPONSE_MASK].float()
     lengths = mask.sum(dim=1)
-    prompt_lengths = t[C.ATTENTION_MASK].sum(dim=1).float() - lengths
+    prompt_lengths = t[C.PROMPT_MASK].sum(dim=1).float()
     # Cut at the limit: every one of the max_response_len tokens used, and the last not EOS.
-    clipped = (lengths >= max_response_len) & (t[C.RESPONSES][:, -1] != eos_id)
+    clipped = (lengths >= max_response_len) & ~t[C.ENDS_WITH_EOS]
     valid = mask.bool()
     adv, score = t[C.ADVANTAGES], t[C.SCORE]
     out = {

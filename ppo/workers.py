@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from ppo import columns as C
 from ppo.algos import agg_loss, get_policy_loss, kl_penalty, value_loss
 from ppo.config import PPOConfig
+from ppo.dataflow import UPDATE_COLUMNS, joined
 from ppo.lm import (
     autocast,
     build_critic,
@@ -44,7 +46,7 @@ from ppo.lm import (
     token_values,
 )
 from ppo.parallel import DataParallelTrainer, join_process_group, micro_batches, worker_device
-from ppo.pipeline import FLAT_WEIGHTS, flat_weights, generate_rollout
+from ppo.pipeline import FLAT_WEIGHTS, PUBLISH_S, flat_weights, generate_rollout
 from ppo.rollout import HFRolloutEngine
 from ppo.scoring import Scorer, check_scores
 from ppo.tasks import TaskExample
@@ -176,8 +178,12 @@ class ActorRolloutWorker:
     def publish_weights(self, batch: Batch) -> Batch:
         """One row per input row: this rank's parameters flattened (``flat_weights``), for
         rollout workers in another pool (async training) to fetch from the object store."""
+        t0 = time.perf_counter()
         flat = flat_weights(self.model)
-        return Batch({FLAT_WEIGHTS: flat[None].expand(len(batch), -1).contiguous()})
+        seconds = torch.full((len(batch),), time.perf_counter() - t0, dtype=torch.float64)
+        return Batch(
+            {FLAT_WEIGHTS: flat[None].expand(len(batch), -1).contiguous(), PUBLISH_S: seconds}
+        )
 
     # --------------------------------------------------------------- rollout
     @register(Dispatch.DP_COMPUTE_PROTO)
@@ -223,12 +229,14 @@ class ActorRolloutWorker:
 
     # --------------------------------------------------------------- update
     @register(Dispatch.DP_COMPUTE_METRIC)
-    def update_policy(self, batch: Batch) -> dict[str, float]:
+    def update_policy(self, batch: Batch, *parts: Batch) -> dict[str, float]:
         """PPO epochs over shuffled mini-batches of this rank's shard (DDP over the ranks,
         gradient accumulation over ``actor.micro_batch_size`` rows). Needs ``input_ids``,
         ``attention_mask``, ``response_mask``, ``old_log_probs``, ``advantages`` (and
-        ``ref_log_probs`` with the KL loss); ``meta["seed"]`` seeds the shuffle. Returns this
-        rank's mean metrics."""
+        ``ref_log_probs`` with the KL loss) in ``batch`` and ``parts`` together (the trainer
+        passes the rollout and log-prob results as futures, so each rank fetches its rows);
+        ``meta["seed"]`` seeds the shuffle. Returns this rank's mean metrics."""
+        batch = _update_batch(batch, parts)
         cfg = self.config.actor
         dp = self._trainer()
         self.model.train()
@@ -336,6 +344,13 @@ class ActorRolloutWorker:
         return directory
 
 
+def _update_batch(batch: Batch, parts: Sequence[Batch]) -> Batch:
+    """The update's columns (:data:`ppo.dataflow.UPDATE_COLUMNS` present) and meta."""
+    whole = joined(batch, parts)
+    keys = [k for k in UPDATE_COLUMNS if k in whole.tensors]
+    return whole.select(tensor_keys=keys, non_tensor_keys=[])
+
+
 def _load_weights(model: nn.Module, directory: Path) -> None:
     files = sorted(directory.glob("*.safetensors"))
     files = [f for f in files if f.name != REFERENCE_FILE]
@@ -407,8 +422,10 @@ class CriticWorker:
             return Batch({C.VALUES: self._values(batch).cpu()})
 
     @register(Dispatch.DP_COMPUTE_METRIC)
-    def update_critic(self, batch: Batch) -> dict[str, float]:
-        """Clipped value regression onto ``returns`` (DDP over the ranks)."""
+    def update_critic(self, batch: Batch, *parts: Batch) -> dict[str, float]:
+        """Clipped value regression onto ``returns`` (DDP over the ranks); ``batch`` and
+        ``parts`` together hold the columns, as for :meth:`ActorRolloutWorker.update_policy`."""
+        batch = _update_batch(batch, parts)
         cfg = self.config.critic
         if self._dp is None:
             self._dp = DataParallelTrainer(self.model, self.optimizer, self.world_size)
@@ -471,18 +488,21 @@ class CriticWorker:
 
 class RewardWorker:
     """Hosts a :class:`~ppo.scoring.Scorer`: decodes the responses, asks the scorer for a
-    ``score`` (and optionally ``acc``) per row, and puts each score on the row's last response
-    token."""
+    ``score`` (and optionally ``acc``) per row, and hands the controller the few rollout
+    columns it needs (it never receives the token ids)."""
 
     def __init__(self, scorer: Scorer, tokenizer: Tokenizer) -> None:
         self.scorer = scorer
         self.tokenizer = tokenizer
 
     @register(Dispatch.DP_COMPUTE_PROTO)
-    def compute_score(self, batch: Batch) -> Batch:
-        """``token_level_scores`` (B, R), ``score`` (B,), ``acc`` (B,) and the non-tensor
-        ``response_text``. Needs ``responses``, ``response_mask`` and the example columns
-        (``prompt``, ``answer``, ``data_source``, ``metadata``)."""
+    def compute_score(self, batch: Batch, *parts: Batch) -> Batch:
+        """``score`` (B,), ``acc`` (B,), ``response_mask`` (B, R) as bool, ``ends_with_eos``
+        (B,) and the rollout columns named in ``meta["return_columns"]``: what the controller
+        computes advantages and metrics from. Needs ``responses``, ``response_mask`` and the
+        example columns (``prompt``, ``answer``, ``data_source``, ``metadata``) in ``batch``
+        and ``parts`` together (the trainer passes the prompts and the rollout's future)."""
+        batch = joined(batch, parts)
         responses = batch.tensors[C.RESPONSES]
         mask = batch.tensors[C.RESPONSE_MASK]
         texts = [
@@ -491,10 +511,17 @@ class RewardWorker:
         with_text = batch.union(Batch({}, {C.RESPONSE_TEXT: np.array(texts, dtype=object)}))
         scored = self.scorer.score(with_text)
         scores, acc = check_scores(scored, with_text)
-        token_scores = torch.zeros(mask.shape, dtype=torch.float32)
-        last = (mask.sum(dim=1) - 1).clamp(min=0)
-        token_scores[torch.arange(len(batch)), last] = scores
+        returned = batch.meta.get(C.RETURN_COLUMNS, [])
+        if not isinstance(returned, list | tuple):
+            raise TypeError(
+                f"batch.meta[{C.RETURN_COLUMNS!r}] must list column names, got {returned!r}"
+            )
         return Batch(
-            {C.TOKEN_LEVEL_SCORES: token_scores * mask, C.SCORE: scores, C.ACC: acc},
-            {C.RESPONSE_TEXT: np.array(texts, dtype=object)},
+            {
+                C.SCORE: scores,
+                C.ACC: acc,
+                C.RESPONSE_MASK: mask.bool(),
+                C.ENDS_WITH_EOS: responses[:, -1] == self.tokenizer.eos_id,
+                **{str(k): batch.tensors[str(k)] for k in returned},
+            }
         )

@@ -16,6 +16,7 @@ back and assembles each slice into a batch.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -240,6 +241,32 @@ class BatchFuture(GroupFuture[Batch]):
         self.padding_enabled = padding_enabled
         if len(self._parts) != len(self._part_rows):
             raise DispatchError(f"{what}: {len(self._parts)} parts but {len(part_rows)} row counts")
+        # Set on views made by ``reorder``: the future they read from and its rows, in order.
+        self._source: BatchFuture | None = None
+        self._order: tuple[int, ...] | None = None
+
+    def get(self, timeout: float | None = None) -> Batch:
+        """Wait for every rank and return the collected batch (in this view's row order)."""
+        if self._source is None or self._order is None:
+            return super().get(timeout)
+        return self._source.get(timeout).reorder(list(self._order))
+
+    def reorder(self, order: Sequence[int]) -> BatchFuture:
+        """This future with its rows in ``order`` (a permutation of ``range(len(self))``), like
+        :meth:`Batch.reorder` but nothing is fetched: a consumer of the view fetches the
+        producer parts its rows live in, and :meth:`get` returns the collected batch reordered.
+        A ``DispatchError`` names the problem when ``order`` is not a permutation."""
+        n = len(self)
+        if sorted(order) != list(range(n)):
+            raise DispatchError(
+                f"reorder of a future of {self._what} ({n} rows) needs a permutation of "
+                f"range({n}); got {len(order)} indices"
+            )
+        view = copy.copy(self)
+        view._source = self._source if self._source is not None else self
+        base = self._order
+        view._order = tuple(order) if base is None else tuple(base[i] for i in order)
+        return view
 
     def __len__(self) -> int:
         """Rows of the collected batch (padding removed)."""
@@ -249,6 +276,11 @@ class BatchFuture(GroupFuture[Batch]):
         """A slice holding global ``rows`` (indices into the collected batch), fetching only
         the producer parts those rows live in."""
         n = len(self)
+        if self._order is not None:
+            for g in rows:
+                if not 0 <= g < n:
+                    raise DispatchError(f"row {g} is outside a future of {n} rows")
+            rows = [self._order[g] for g in rows]
         starts: list[int] = []
         acc = 0
         for r in self._part_rows:

@@ -190,6 +190,31 @@ def test_future_chained_through_a_non_blocking_call(
     assert second.get(timeout=60).tensors["a"].tolist() == [100, 102, 105, 107]
 
 
+def test_reordered_future_passed_on(calc4: WorkerGroup[Calc], calc2: WorkerGroup[Calc]) -> None:
+    first = calc4.submit(Calc.add_rank, numbered(8))
+    order = [7, 0, 6, 1, 5, 2, 4, 3]
+    view = first.reorder(order)
+    # Each of the 2 consumer ranks fetches its 4 rows of the view, in the view's order.
+    out = calc2.call(Calc.add_initial, view, initial_value=0)
+    produced = [i + i // 2 for i in range(8)]
+    assert out.tensors["a"].tolist() == [produced[g] + k // 4 for k, g in enumerate(order)]
+    assert view.get(timeout=60).tensors["a"].tolist() == [produced[g] for g in order]
+    # A view of a view composes; the source future is unchanged.
+    assert view.reorder(list(range(7, -1, -1))).get().tensors["idx"].tolist() == [
+        3,
+        4,
+        2,
+        5,
+        1,
+        6,
+        0,
+        7,
+    ]
+    assert first.get().tensors["idx"].tolist() == list(range(8))
+    with pytest.raises(DispatchError, match="permutation"):
+        first.reorder([0, 0, 1, 2, 3, 4, 5, 6])
+
+
 def test_padded_future_passed_on(calc4: WorkerGroup[Calc], calc2: WorkerGroup[Calc]) -> None:
     first = calc4.submit(Calc.add_rank, numbered(10).with_auto_padding())
     assert len(first) == 10
