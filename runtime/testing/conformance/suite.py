@@ -158,6 +158,7 @@ __all__ = [
     "test_rank_zero_returns_rank_zeros_scalar",
     "test_register_only_attaches_metadata",
     "test_release_gives_a_reservation_back_and_is_idempotent",
+    "test_reordered_future_passed_on",
     "test_reserve_is_shared_by_split_pools",
     "test_reserve_returns_one_ip_per_node_entry_and_is_idempotent",
     "test_restart_after_a_deadline_replaces_the_hung_rank",
