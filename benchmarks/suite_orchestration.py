@@ -39,6 +39,9 @@ class TimedBackend:
     def reserve(self, pool: ResourcePool, *, timeout: float) -> Sequence[str]:
         return self.inner.reserve(pool, timeout=timeout)
 
+    def release(self, pool: ResourcePool) -> None:
+        self.inner.release(pool)
+
     def master_endpoint(
         self, node_ip: str, *, port_range: tuple[int, int] | None = None
     ) -> tuple[str, int]:

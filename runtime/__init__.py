@@ -17,7 +17,13 @@ from runtime._context import (
     free_port,
     normalize_visible_devices,
 )
-from runtime._dispatch import CallPlan, MeshLayout, plan_call
+from runtime._dispatch import (
+    CallPlan,
+    MeshLayout,
+    plan_call,
+    remove_dispatch_mode,
+    update_dispatch_mode,
+)
 from runtime._fusion import FusedGroup, fuse
 from runtime._future import (
     BatchFuture,
@@ -59,8 +65,6 @@ from runtime._register import (
     register,
     register_dispatch_mode,
     registered_methods,
-    remove_dispatch_mode,
-    update_dispatch_mode,
 )
 from runtime._spec import WorkerSpec
 

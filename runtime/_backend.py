@@ -61,6 +61,11 @@ class Backend(Protocol):
         """Reserve ``pool``'s node entries; return each entry's node IP (``pool.nodes`` order)."""
         ...
 
+    def release(self, pool: ResourcePool) -> None:
+        """Give back the reservations of ``pool``'s node entries (idempotent; also for
+        entries reserved by another driver, where the engine can find them)."""
+        ...
+
     def master_endpoint(
         self, node_ip: str, *, port_range: tuple[int, int] | None = None
     ) -> tuple[str, int]:

@@ -2,13 +2,17 @@
 
 Every backend shares this code; a backend only moves the per-rank arguments and results.
 ``plan_call`` never mutates the caller's values: padding builds new batches.
+
+:func:`update_dispatch_mode` replaces the functions of a custom mode or, as verl allows, of a
+built-in one (:func:`remove_dispatch_mode` restores a built-in).
 """
 
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 import attrs
 
@@ -16,22 +20,98 @@ from runtime._batch import Batch
 from runtime._future import BatchFuture, Collector, FutureSlice, GroupFuture, Shared
 from runtime._register import (
     CallArgs,
+    CollectFn,
     CustomMode,
     Dispatch,
+    DispatchFn,
     Execute,
     MeshMode,
     MethodMeta,
     custom_mode,
 )
+from runtime._register import remove_dispatch_mode as remove_custom_mode
+from runtime._register import update_dispatch_mode as update_custom_mode
 from runtime.errors import DispatchError
 
-__all__ = ["CallPlan", "MeshLayout", "plan_call"]
+__all__ = [
+    "CallPlan",
+    "MeshLayout",
+    "plan_call",
+    "remove_dispatch_mode",
+    "replaced_mode",
+    "update_dispatch_mode",
+]
 
 _SHARDED = (
     Dispatch.DP_COMPUTE_PROTO,
     Dispatch.DP_COMPUTE_PROTO_WITH_FUNC,
     Dispatch.DP_COMPUTE_METRIC,
 )
+
+
+_replaced_lock = threading.Lock()
+_replaced: dict[Dispatch, tuple[DispatchFn, CollectFn]] = {}
+
+
+def _builtin(mode: str | Dispatch | CustomMode) -> Dispatch | None:
+    if isinstance(mode, Dispatch):
+        return mode
+    name = mode.name if isinstance(mode, CustomMode) else mode
+    return Dispatch.__members__.get(name.upper())
+
+
+@overload
+def update_dispatch_mode(
+    mode: CustomMode, dispatch_fn: DispatchFn, collect_fn: CollectFn
+) -> CustomMode: ...
+@overload
+def update_dispatch_mode(
+    mode: Dispatch, dispatch_fn: DispatchFn, collect_fn: CollectFn
+) -> Dispatch: ...
+@overload
+def update_dispatch_mode(
+    mode: str, dispatch_fn: DispatchFn, collect_fn: CollectFn
+) -> Dispatch | CustomMode: ...
+def update_dispatch_mode(
+    mode: str | Dispatch | CustomMode, dispatch_fn: DispatchFn, collect_fn: CollectFn
+) -> Dispatch | CustomMode:
+    """Replace the functions of a dispatch mode, custom or built-in (verl's behaviour).
+
+    A custom mode must be registered (else :class:`DispatchError`). A built-in mode (a
+    :class:`Dispatch` member or its name) then dispatches and collects every method
+    registered with it through ``dispatch_fn``/``collect_fn``, exactly like a custom mode,
+    until :func:`remove_dispatch_mode` restores it; ``Execute.RANK_ZERO`` methods still run
+    on rank 0 only, and a per-rank call passes no per-rank argument sets (use
+    ``call_by_name``). The static result type stays the built-in one: a collect function
+    should return that shape. Process-global, like verl's registry.
+    """
+    builtin = _builtin(mode)
+    if builtin is None:
+        assert not isinstance(mode, Dispatch)
+        return update_custom_mode(
+            mode.name if isinstance(mode, CustomMode) else mode, dispatch_fn, collect_fn
+        )
+    with _replaced_lock:
+        _replaced[builtin] = (dispatch_fn, collect_fn)
+    return builtin
+
+
+def remove_dispatch_mode(mode: str | Dispatch | CustomMode) -> None:
+    """Forget a custom mode (unknown: :class:`DispatchError`), or restore a built-in mode's
+    own dispatch and collection (a no-op when it was not replaced)."""
+    builtin = _builtin(mode)
+    if builtin is None:
+        assert not isinstance(mode, Dispatch)
+        remove_custom_mode(mode.name if isinstance(mode, CustomMode) else mode)
+        return
+    with _replaced_lock:
+        _replaced.pop(builtin, None)
+
+
+def replaced_mode(mode: Dispatch) -> tuple[DispatchFn, CollectFn] | None:
+    """The functions replacing built-in ``mode`` (``None``: it is not replaced)."""
+    with _replaced_lock:
+        return _replaced.get(mode)
 
 
 @attrs.frozen
@@ -125,7 +205,14 @@ def plan_call(
     if meta.execute is Execute.RANK_ZERO:
         return CallPlan((0,), ((_whole(args), _whole_kw(kwargs)),), Collector("single"))
     if isinstance(mode, CustomMode):
-        return _plan_custom(mode, world_size, args, kwargs, what)
+        return _plan_custom(mode.name, custom_mode(mode.name), world_size, args, kwargs, what)
+    if isinstance(mode, Dispatch) and (fns := replaced_mode(mode)) is not None:
+        if per_rank is not None and any(c.args or c.kwargs for c in per_rank):
+            raise DispatchError(
+                f"{what}: {mode.name} was replaced with update_dispatch_mode, so it takes the "
+                "arguments as its dispatch function does; call it with call_by_name(...)"
+            )
+        return _plan_custom(mode.name, fns, world_size, args, kwargs, what)
     if mode is Dispatch.ONE_TO_ALL:
         a, k = _broadcast(args, kwargs, world_size, share)
         return CallPlan(
@@ -221,13 +308,18 @@ def _per_rank(
 
 
 def _plan_custom(
-    mode: CustomMode, world_size: int, args: Sequence[Any], kwargs: Mapping[str, Any], what: str
+    name: str,
+    fns: tuple[DispatchFn, CollectFn],
+    world_size: int,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    what: str,
 ) -> CallPlan:
-    dispatch_fn, collect_fn = custom_mode(mode.name)
+    dispatch_fn, collect_fn = fns
     calls = list(dispatch_fn(world_size, _whole(args), _whole_kw(kwargs)))
     if len(calls) != world_size:
         raise DispatchError(
-            f"{what}: custom dispatch {mode.name!r} returned {len(calls)} per-rank argument sets "
+            f"{what}: custom dispatch {name!r} returned {len(calls)} per-rank argument sets "
             f"for {world_size} ranks"
         )
     return CallPlan(
@@ -235,6 +327,9 @@ def _plan_custom(
         tuple((tuple(a), dict(k)) for a, k in calls),
         Collector("custom", fn=collect_fn),
     )
+
+
+Key = int | str  # a positional argument's index or a keyword argument's name
 
 
 def _plan_sharded(
@@ -248,15 +343,61 @@ def _plan_sharded(
     mesh: MeshLayout | None,
     world_size: int,
 ) -> CallPlan:
-    items: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
-    fixed: set[int | str] = set()
+    """Split the batch arguments into ``parts`` chunks (padded when enabled), broadcast the
+    others, and give each rank its chunk (by dp rank on a mesh)."""
+    items: list[tuple[Key, Any]] = [*enumerate(args), *kwargs.items()]
+    batches = _batch_arguments(meta, args, items, what)
+    n = len(next(iter(batches.values())))
+    if n == 0:
+        raise DispatchError(f"{what}: cannot split an empty batch over {parts} ranks")
+    padding = any(v.padding_enabled for v in batches.values())
+    pad = (-n) % parts
+    if pad and not padding:
+        raise DispatchError(
+            f"{what}: a batch of {n} rows does not split evenly over {parts} ranks; enable "
+            "padding (batch.with_auto_padding(), runtime.batch_config.auto_padding = True, or "
+            f"RUNTIME_AUTO_PADDING=1) or pass a multiple of {parts} rows"
+        )
+    chunks = {key: _chunk(v, parts, n, pad) for key, v in batches.items()}
+    fixed = _fixed_values(items, batches, world_size, share)
+    targets = list(range(parts)) if mesh is None else list(mesh.dp_ranks)
+    if mesh is not None:
+        # Share each dp chunk once when several ranks (e.g. tensor-parallel peers) receive it.
+        users = [targets.count(d) for d in range(parts)]
+        for key, parts_of_key in list(chunks.items()):
+            chunks[key] = [
+                Shared(share(c)) if users[d] > 1 and isinstance(c, Batch) else c
+                for d, c in enumerate(parts_of_key)
+            ]
+    values = {**fixed}
+    per_rank: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    for chunk_idx in targets:
+        values.update({key: chunks[key][chunk_idx] for key in batches})
+        a = tuple(values[i] for i in range(len(args)))
+        per_rank.append((a, {key: values[key] for key in kwargs}))
+    size = (n + pad) // parts
+    if meta.dispatch is Dispatch.DP_COMPUTE_METRIC:
+        return CallPlan(tuple(range(world_size)), tuple(per_rank), Collector("list"), None, padding)
+    order = None if mesh is None else mesh.collect_order
+    collector = (
+        Collector("concat", pad=pad) if order is None else Collector("concat", pad=pad, order=order)
+    )
+    part_rows = tuple([size] * parts)
+    return CallPlan(tuple(range(world_size)), tuple(per_rank), collector, part_rows, padding)
+
+
+def _batch_arguments(
+    meta: MethodMeta, args: Sequence[Any], items: Sequence[tuple[Key, Any]], what: str
+) -> dict[Key, Batch | BatchFuture]:
+    """The arguments to split (non-empty, all of one length), by position or name."""
+    fixed: set[Key] = set()
     if meta.dispatch is Dispatch.DP_COMPUTE_PROTO_WITH_FUNC:
         if not args or not callable(args[0]) or isinstance(args[0], Batch | BatchFuture):
             raise DispatchError(
                 f"{what} (DP_COMPUTE_PROTO_WITH_FUNC) needs a function as its first argument"
             )
         fixed.add(0)
-    batches = {
+    batches: dict[Key, Batch | BatchFuture] = {
         key: v for key, v in items if key not in fixed and isinstance(v, Batch | BatchFuture)
     }
     if not batches:
@@ -269,69 +410,38 @@ def _plan_sharded(
             f"{what}: batch arguments must have the same length to be split together; got "
             + ", ".join(f"{_argname(k)}={n}" for k, n in lengths.items())
         )
-    n = next(iter(lengths.values()))
-    if n == 0:
-        raise DispatchError(f"{what}: cannot split an empty batch over {parts} ranks")
-    padding = any(v.padding_enabled for v in batches.values())
-    pad = (-n) % parts
-    if pad and not padding:
-        raise DispatchError(
-            f"{what}: a batch of {n} rows does not split evenly over {parts} ranks; enable "
-            "padding (batch.with_auto_padding(), runtime.batch_config.auto_padding = True, or "
-            f"RUNTIME_AUTO_PADDING=1) or pass a multiple of {parts} rows"
-        )
-    size = (n + pad) // parts
-    chunks: dict[int | str, list[Any]] = {}
-    for key, v in batches.items():
-        if isinstance(v, Batch):
-            padded = v.pad_to_multiple(parts)[0] if pad else v
-            # Views: the backend serializes each chunk's own elements (no extra copy here).
-            chunks[key] = list(padded.chunk(parts, copy=False))
-        else:
-            rows = [j if j < n else (j - n) % n for j in range(n + pad)]
-            chunks[key] = [v.slice_rows(rows[i * size : (i + 1) * size]) for i in range(parts)]
+    return batches
 
-    shared_fixed = _broadcast(
-        [v for key, v in items if key not in batches and isinstance(key, int)],
-        {key: v for key, v in items if key not in batches and isinstance(key, str)},
+
+def _chunk(v: Batch | BatchFuture, parts: int, n: int, pad: int) -> list[Any]:
+    """``parts`` equal chunks of ``v`` (``n`` rows, padded by ``pad`` repeated rows)."""
+    if isinstance(v, Batch):
+        padded = v.pad_to_multiple(parts)[0] if pad else v
+        # Views: the backend serializes each chunk's own elements (no extra copy here).
+        return list(padded.chunk(parts, copy=False))
+    size = (n + pad) // parts
+    rows = [j if j < n else (j - n) % n for j in range(n + pad)]
+    return [v.slice_rows(rows[i * size : (i + 1) * size]) for i in range(parts)]
+
+
+def _fixed_values(
+    items: Sequence[tuple[Key, Any]],
+    batches: Mapping[Key, Any],
+    world_size: int,
+    share: Callable[[object], object],
+) -> dict[Key, Any]:
+    """The arguments that are not split, broadcast (shared once when heavy), by key."""
+    rest = [(key, v) for key, v in items if key not in batches]
+    shared_args, shared_kwargs = _broadcast(
+        [v for key, v in rest if isinstance(key, int)],
+        {key: v for key, v in rest if isinstance(key, str)},
         world_size,
         share,
     )
-    fixed_pos = iter(shared_fixed[0])
-    fixed_vals: dict[int | str, Any] = {}
-    for key, _ in items:
-        if key in batches:
-            continue
-        fixed_vals[key] = next(fixed_pos) if isinstance(key, int) else shared_fixed[1][key]
-
-    if mesh is None:
-        targets = list(range(parts))
-    else:
-        targets = list(mesh.dp_ranks)
-        # Share each dp chunk once when several ranks (e.g. tensor-parallel peers) receive it.
-        users = [targets.count(d) for d in range(parts)]
-        for key, parts_of_key in list(chunks.items()):
-            chunks[key] = [
-                Shared(share(c)) if users[d] > 1 and isinstance(c, Batch) else c
-                for d, c in enumerate(parts_of_key)
-            ]
-
-    per_rank: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    for chunk_idx in targets:
-        a = tuple(chunks[i][chunk_idx] if i in batches else fixed_vals[i] for i in range(len(args)))
-        k = {key: chunks[key][chunk_idx] if key in batches else fixed_vals[key] for key in kwargs}
-        per_rank.append((a, k))
-
-    if meta.dispatch is Dispatch.DP_COMPUTE_METRIC:
-        collector = Collector("list")
-        part_rows = None
-    elif mesh is None:
-        collector = Collector("concat", pad=pad)
-        part_rows = tuple([size] * parts)
-    else:
-        collector = Collector("concat", pad=pad, order=mesh.collect_order)
-        part_rows = tuple([size] * parts)
-    return CallPlan(tuple(range(world_size)), tuple(per_rank), collector, part_rows, padding)
+    positional = iter(shared_args)
+    return {
+        key: next(positional) if isinstance(key, int) else shared_kwargs[key] for key, _ in rest
+    }
 
 
 def _argname(key: int | str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from runtime._backend import Backend
-from runtime._group import GroupCore, WorkerGroup, spawn_core
+from runtime._group import GroupCore, SpawnOptions, WorkerGroup, spawn_core
 from runtime._placement import ResourcePool
 from runtime._register import Method, registered_methods
 from runtime._spec import WorkerSpec
@@ -88,14 +88,6 @@ def fuse(
 ) -> FusedGroup:
     """Start one host per rank of ``pool`` holding an instance of every role in ``roles``
     (built in the mapping's order)."""
-    core = spawn_core(
-        backend,
-        roles,
-        pool,
-        name=name,
-        master_addr=master_addr,
-        master_port=master_port,
-        port_range=port_range,
-        start_timeout=start_timeout,
-    )
+    options = SpawnOptions(name, master_addr, master_port, port_range, start_timeout)
+    core = spawn_core(backend, roles, pool, options)
     return FusedGroup(core, timeout)

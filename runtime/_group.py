@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -27,7 +28,7 @@ from runtime._dispatch import MeshLayout, plan_call
 from runtime._future import BatchFuture, Collector, GroupFuture
 from runtime._host import CONTEXT, MESH_INFO, RUN_FUNCTION
 from runtime._log import get_logger
-from runtime._placement import PlacementPlan, ResourcePool, plan_placement
+from runtime._placement import PlacementPlan, ResourcePool, SlotLedger, plan_placement
 from runtime._register import (
     Broadcast,
     CallArgs,
@@ -48,7 +49,16 @@ from runtime._register import (
 from runtime._spec import WorkerSpec
 from runtime.errors import DispatchError, FusionError, PlacementError, WorkerDiedError
 
-__all__ = ["GroupCore", "LivenessMonitor", "WorkerGroup", "spawn_core"]
+__all__ = [
+    "GroupCore",
+    "LivenessMonitor",
+    "SpawnOptions",
+    "WorkerGroup",
+    "attached_group",
+    "leave_pool",
+    "ledger_of",
+    "spawn_core",
+]
 
 W = TypeVar("W")
 P = ParamSpec("P")
@@ -75,36 +85,149 @@ class GroupCore:
     lock: threading.Lock = attrs.field(factory=threading.Lock)
     closed: bool = False
 
+    @classmethod
+    def started(
+        cls,
+        backend: Backend,
+        name: str,
+        roles: Mapping[str, WorkerSpec[Any]],
+        plan: PlacementPlan,
+        launches: tuple[HostLaunch, ...],
+        workers: tuple[object, ...],
+        master: tuple[str, int],
+    ) -> GroupCore:
+        """The core of hosts this driver started (it can restart them)."""
+        return cls(
+            backend=backend,
+            name=name,
+            roles={r: s.cls for r, s in roles.items()},
+            plan=plan,
+            launches=launches,
+            workers=workers,
+            master=master,
+            names=tuple(launch.name for launch in launches),
+        )
+
+    @classmethod
+    def attached(
+        cls,
+        backend: Backend,
+        name: str,
+        roles: Mapping[str, type[Any]],
+        workers: Sequence[object],
+        master: tuple[str, int],
+        names: Sequence[str],
+    ) -> GroupCore:
+        """The core of running hosts another driver started (``workers`` in rank order)."""
+        return cls(
+            backend=backend,
+            name=name,
+            roles=dict(roles),
+            plan=None,
+            launches=(),
+            workers=tuple(workers),
+            master=master,
+            names=tuple(names),
+        )
+
+
+@attrs.frozen
+class _View(Generic[W]):
+    """What one group view binds: shared ranks, a role, its class and a default deadline."""
+
+    core: GroupCore
+    role: str
+    cls: type[W]
+    timeout: float | None
+
+
+_ledgers: weakref.WeakKeyDictionary[Backend, SlotLedger] = weakref.WeakKeyDictionary()
+_ledgers_by_id: dict[int, SlotLedger] = {}  # backends that cannot be weakly referenced
+_ledgers_lock = threading.Lock()
+
+
+def ledger_of(backend: Backend) -> SlotLedger:
+    """The slot ledger of ``backend``: which groups of this process hold which pool slots."""
+    with _ledgers_lock:
+        try:
+            ledger = _ledgers.get(backend)
+            if ledger is None:
+                ledger = _ledgers[backend] = SlotLedger()
+        except TypeError:  # unhashable or not weakly referenceable
+            ledger = _ledgers_by_id.setdefault(id(backend), SlotLedger())
+        return ledger
+
+
+def leave_pool(backend: Backend, pool: ResourcePool, group: str) -> None:
+    """Free ``group``'s slots of ``pool``; release the node entries no group holds any more."""
+    freed = set(ledger_of(backend).give_back(group))
+    if freed:
+        backend.release(attrs.evolve(pool, nodes=tuple(n for n in pool.nodes if n.key in freed)))
+
+
+@attrs.frozen
+class SpawnOptions:
+    """How a group is named and started (what ``WorkerGroup`` and ``fuse`` take as keywords).
+
+    ``master_addr``/``master_port`` override the rendezvous endpoint (both or neither);
+    ``port_range`` picks the first free port in ``[lo, hi)`` on rank 0's node;
+    ``start_timeout`` bounds reservation and the constructors.
+    """
+
+    name: str | None = None
+    master_addr: str | None = None
+    master_port: int | None = None
+    port_range: tuple[int, int] | None = None
+    start_timeout: float = 300.0
+
+    def __attrs_post_init__(self) -> None:
+        if (self.master_addr is None) != (self.master_port is None):
+            raise ValueError(
+                f"master_addr={self.master_addr!r} and master_port={self.master_port!r}: give "
+                "both or neither"
+            )
+
 
 def spawn_core(
     backend: Backend,
     roles: Mapping[str, WorkerSpec[Any]],
     pool: ResourcePool,
-    *,
-    name: str | None = None,
-    master_addr: str | None = None,
-    master_port: int | None = None,
-    port_range: tuple[int, int] | None = None,
-    start_timeout: float = 300.0,
+    options: SpawnOptions,
 ) -> GroupCore:
-    """Reserve, plan, and start one host per rank holding every role in ``roles``."""
+    """Book the pool's slots, reserve, plan, and start one host per rank holding every role
+    in ``roles``. On any failure the slots are given back (and unused reservations released)."""
     if not isinstance(backend, Backend):
         raise TypeError(
             f"backend must implement runtime.Backend, got {type(backend).__name__}; pass e.g. "
             "runtime.testing.InProcessBackend() or runtime_ray.RayBackend()"
         )
+    env, backend_options = _merge_roles(roles)
+    group = options.name or f"{next(iter(roles))}-{uuid.uuid4().hex[:6]}"
+    ledger_of(backend).take(pool, group)
+    try:
+        node_ips = backend.reserve(pool, timeout=options.start_timeout)
+        plan = plan_placement(pool, node_ips)
+        if options.master_addr is not None and options.master_port is not None:
+            master = (options.master_addr, int(options.master_port))
+        else:
+            master = backend.master_endpoint(plan.ranks[0].node_ip, port_range=options.port_range)
+        launches = _launches(group, roles, plan, master, env, backend_options)
+        workers = tuple(backend.spawn(launches, timeout=options.start_timeout))
+    except BaseException:
+        leave_pool(backend, pool, group)
+        raise
+    return GroupCore.started(backend, group, roles, plan, launches, workers, master)
+
+
+def _merge_roles(roles: Mapping[str, WorkerSpec[Any]]) -> tuple[dict[str, str], dict[str, Any]]:
+    """The roles' environment and backend options merged (a conflict: :class:`FusionError`)."""
     if not roles:
         raise FusionError("a group needs at least one role")
-    for role in roles:
-        if not role or not role.replace("_", "a").isalnum():
-            raise FusionError(f"role name {role!r} must be a non-empty identifier-like string")
-    if (master_addr is None) != (master_port is None):
-        raise ValueError(
-            f"master_addr={master_addr!r} and master_port={master_port!r}: give both or neither"
-        )
     env: dict[str, str] = {}
     options: dict[str, Any] = {}
     for role, spec in roles.items():
+        if not role or not role.replace("_", "a").isalnum():
+            raise FusionError(f"role name {role!r} must be a non-empty identifier-like string")
         for key, value in spec.env.items():
             if env.get(key, value) != value:
                 raise FusionError(
@@ -118,15 +241,20 @@ def spawn_core(
                     f"{options[key]!r}"
                 )
             options[key] = value
-    group = name or f"{next(iter(roles))}-{uuid.uuid4().hex[:6]}"
-    node_ips = backend.reserve(pool, timeout=start_timeout)
-    plan = plan_placement(pool, node_ips)
-    if master_addr is not None and master_port is not None:
-        master = (master_addr, int(master_port))
-    else:
-        master = backend.master_endpoint(plan.ranks[0].node_ip, port_range=port_range)
+    return env, options
+
+
+def _launches(
+    group: str,
+    roles: Mapping[str, WorkerSpec[Any]],
+    plan: PlacementPlan,
+    master: tuple[str, int],
+    env: Mapping[str, str],
+    options: Mapping[str, Any],
+) -> tuple[HostLaunch, ...]:
+    """One launch per rank of ``plan``, every role in each."""
     role_items = tuple(roles.items())
-    launches = tuple(
+    return tuple(
         HostLaunch(
             group=group,
             roles=role_items,
@@ -146,20 +274,9 @@ def spawn_core(
             env=env,
             options=options,
             name=f"{group}:{'+'.join(roles)}:{p.rank}",
-            detached=pool.detached,
+            detached=plan.pool.detached,
         )
         for p in plan.ranks
-    )
-    workers = tuple(backend.spawn(launches, timeout=start_timeout))
-    return GroupCore(
-        backend=backend,
-        name=group,
-        roles={r: s.cls for r, s in roles.items()},
-        plan=plan,
-        launches=launches,
-        workers=workers,
-        master=master,
-        names=tuple(launch.name for launch in launches),
     )
 
 
@@ -210,6 +327,12 @@ class WorkerGroup(Generic[W]):
     ``future.get()``; ``with_timeout`` gives a view with another one.
     ``master_addr``/``master_port`` override the rendezvous endpoint (both or neither);
     ``port_range`` picks the first free port in ``[lo, hi)`` on rank 0's node.
+
+    Capacity: at most ``pool.max_colocate_count`` groups (a fused group counts once) may
+    share a process slot of a pool, on every backend; one more is a
+    :class:`~runtime.errors.PlacementError` at once, naming the groups holding the slots.
+    :meth:`shutdown` gives the slots back and, when no group holds a node entry any more, the
+    backend releases its reservation.
     """
 
     _core: GroupCore
@@ -217,6 +340,7 @@ class WorkerGroup(Generic[W]):
     _cls: type[W]
     _timeout: float | None
 
+    @overload
     def __init__(
         self,
         backend: Backend,
@@ -230,25 +354,36 @@ class WorkerGroup(Generic[W]):
         port_range: tuple[int, int] | None = None,
         timeout: float | None = None,
         start_timeout: float = 300.0,
+    ) -> None: ...
+    @overload
+    def __init__(self, backend: _View[W]) -> None: ...
+    def __init__(
+        self,
+        backend: Backend | _View[W],
+        spec: WorkerSpec[W] | None = None,
+        pool: ResourcePool | None = None,
+        *,
+        name: str | None = None,
+        role: str | None = None,
+        master_addr: str | None = None,
+        master_port: int | None = None,
+        port_range: tuple[int, int] | None = None,
+        timeout: float | None = None,
+        start_timeout: float = 300.0,
     ) -> None:
-        role_name = role or spec.cls.__name__.lower()
-        core = spawn_core(
-            backend,
-            {role_name: spec},
-            pool,
-            name=name,
-            master_addr=master_addr,
-            master_port=master_port,
-            port_range=port_range,
-            start_timeout=start_timeout,
-        )
-        self._setup(core, role_name, spec.cls, timeout)
-
-    def _setup(self, core: GroupCore, role: str, cls: type[W], timeout: float | None) -> None:
-        self._core = core
-        self._role = role
-        self._cls = cls
-        self._timeout = timeout
+        if isinstance(backend, _View):  # the cheap internal constructor of views
+            view = backend
+        else:
+            if spec is None or pool is None:
+                raise TypeError("WorkerGroup(backend, spec, pool): spec and pool are required")
+            role_name = role or spec.cls.__name__.lower()
+            options = SpawnOptions(name, master_addr, master_port, port_range, start_timeout)
+            core = spawn_core(backend, {role_name: spec}, pool, options)
+            view = _View(core, role_name, spec.cls, timeout)
+        self._core = view.core
+        self._role = view.role
+        self._cls = view.cls
+        self._timeout = view.timeout
 
     @classmethod
     def view(
@@ -265,9 +400,7 @@ class WorkerGroup(Generic[W]):
                 f"role {role!r} of group {core.name!r} hosts {hosted.__qualname__}, not "
                 f"{worker_cls.__qualname__}"
             )
-        group: WorkerGroup[W] = cls.__new__(cls)
-        group._setup(core, role, worker_cls, timeout)
-        return group
+        return cls(_View(core, role, worker_cls, timeout))
 
     # ----------------------------------------------------------------- properties
     @property
@@ -317,9 +450,7 @@ class WorkerGroup(Generic[W]):
 
     def with_timeout(self, seconds: float | None) -> WorkerGroup[W]:
         """A view of this group whose calls use ``seconds`` as their deadline."""
-        group: WorkerGroup[W] = type(self).__new__(type(self))
-        group._setup(self._core, self._role, self._cls, seconds)
-        return group
+        return type(self)(_View(self._core, self._role, self._cls, seconds))
 
     def method_names(self) -> list[str]:
         """Names of the registered methods callable through this group."""
@@ -567,9 +698,12 @@ class WorkerGroup(Generic[W]):
 
     def shutdown(self) -> None:
         """Stop this group's workers (every role of a fused group). Idempotent."""
-        if not self._core.closed:
-            self._core.closed = True
-            self._core.backend.terminate(self._core.workers)
+        core = self._core
+        if not core.closed:
+            core.closed = True
+            core.backend.terminate(core.workers)
+            if core.plan is not None:
+                leave_pool(core.backend, core.plan.pool, core.name)
 
     # ----------------------------------------------------------------- internals
     def _meta_by_name(self, name: str) -> MethodMeta:
@@ -698,3 +832,19 @@ class WorkerGroup(Generic[W]):
     def __repr__(self) -> str:
         cls = self._cls.__qualname__
         return f"<WorkerGroup {self.name!r} role={self._role!r} {cls} x{self.world_size}>"
+
+
+def attached_group(
+    backend: Backend,
+    *,
+    name: str,
+    role: str,
+    cls: type[W],
+    workers: Sequence[object],
+    master: tuple[str, int],
+    names: Sequence[str],
+) -> WorkerGroup[W]:
+    """A group onto running hosts another driver started (``workers`` in rank order), for a
+    backend's ``attach``. It cannot be restarted here; ``shutdown`` terminates the hosts."""
+    core = GroupCore.attached(backend, name, {role: cls}, workers, master, names)
+    return WorkerGroup.view(core, role, cls)

@@ -8,22 +8,31 @@ IP; :func:`plan_placement` then assigns ranks deterministically: node entries so
 
 Pools can be split (views onto a range of the parent's bundles, sharing its reservation) and
 merged (concatenation of compatible pools); both are pure and unit-tested without a backend.
+
+:class:`SlotLedger` is the one capacity rule, kept by the core for every backend: each process
+slot (bundle) of a node entry holds at most ``max_colocate_count`` groups, and a group that
+would over-fill one is a :class:`~runtime.errors.PlacementError` before anything is reserved.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import itertools
+import threading
 import uuid
 from collections.abc import Sequence
 
 import attrs
 
+from runtime.errors import PlacementError
+
 __all__ = [
     "NodeSlots",
     "PlacementPlan",
     "RankPlacement",
+    "DeviceMap",
     "ResourcePool",
+    "SlotLedger",
     "merge_pools",
     "plan_placement",
 ]
@@ -180,6 +189,136 @@ def merge_pools(a: ResourcePool, b: ResourcePool) -> ResourcePool:
     if any(k in keys for k in overlap):
         raise ValueError(f"cannot merge pools {a.name!r} and {b.name!r}: they share bundles")
     return attrs.evolve(a, nodes=a.nodes + b.nodes, name=f"{a.name}+{b.name}")
+
+
+def _slots(pool: ResourcePool) -> list[tuple[str, int, int]]:
+    """Every process slot of ``pool`` as ``(root, entry index, bundle)``."""
+    return [(*n.key, b) for n in pool.nodes for b in range(n.start, n.start + n.count)]
+
+
+class SlotLedger:
+    """Which groups hold each process slot of one backend's pools (thread-safe).
+
+    :meth:`take` books every slot of a pool for a group, or raises
+    :class:`~runtime.errors.PlacementError` at once (naming the pool, the slots, the groups
+    holding them and the fix) when a slot already holds ``pool.max_colocate_count`` groups.
+    :meth:`give_back` frees a group's slots and returns the node entries no group holds any
+    more (the backend then releases their reservations).
+    """
+
+    def __init__(self) -> None:
+        self._holders: dict[tuple[str, int, int], list[str]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, pool: ResourcePool, group: str) -> None:
+        """Book ``pool``'s slots for ``group`` (all or nothing)."""
+        slots = _slots(pool)
+        with self._lock:
+            full = [s for s in slots if len(self._holders.get(s, ())) >= pool.max_colocate_count]
+            if full:
+                raise PlacementError(self._full_message(pool, group, full))
+            for slot in slots:
+                self._holders.setdefault(slot, []).append(group)
+
+    def give_back(self, group: str) -> list[tuple[str, int]]:
+        """Free ``group``'s slots; return the node entries (keys) left without any group."""
+        with self._lock:
+            touched: set[tuple[str, int]] = set()
+            for slot, holders in self._holders.items():
+                if group in holders:
+                    holders.remove(group)
+                    touched.add(slot[:2])
+            self._holders = {s: h for s, h in self._holders.items() if h}
+            held = {s[:2] for s in self._holders}
+        return sorted(touched - held)
+
+    def holders(self, pool: ResourcePool) -> dict[str, int]:
+        """The groups holding slots of ``pool``, with how many slots each holds."""
+        with self._lock:
+            out: dict[str, int] = {}
+            for slot in _slots(pool):
+                for group in self._holders.get(slot, ()):
+                    out[group] = out.get(group, 0) + 1
+        return out
+
+    def _full_message(
+        self, pool: ResourcePool, group: str, full: Sequence[tuple[str, int, int]]
+    ) -> str:
+        taken: dict[str, list[tuple[int, int]]] = {}
+        for slot in full:
+            for holder in self._holders[slot]:
+                taken.setdefault(holder, []).append(slot[1:])
+        by_whom = "; ".join(
+            f"group {holder!r} holds {len(where)} of them (entry, bundle: {where})"
+            for holder, where in taken.items()
+        )
+        n = pool.max_colocate_count
+        return (
+            f"cannot place group {group!r} on resource pool {pool.name!r}: {len(full)} of its "
+            f"{pool.world_size} process slot(s) already hold max_colocate_count={n} group(s); "
+            f"{by_whom}. Create the pool with max_colocate_count={n + 1} (or more) to let that "
+            "many groups share it, shut a holding group down first, or give this group its "
+            "own pool (or a part of pool.split(...))"
+        )
+
+
+class DeviceMap:
+    """Device ids for a backend that assigns them itself (no engine does it), thread-safe.
+
+    Each reserved node entry holds ``capacity x devices_per_process`` consecutive ids of its
+    node, so entries on one node (the halves of a merged pool, two pools) never share an id;
+    a rank's ids are its entry's first id plus its planned ids (:attr:`RankPlacement.devices`).
+    ``devices_per_node=None`` sets no limit.
+    """
+
+    def __init__(self, devices_per_node: int | None = None) -> None:
+        self.devices_per_node = devices_per_node
+        self._held: dict[tuple[str, int], tuple[str, int, int]] = {}  # key -> (ip, first, n)
+        self._lock = threading.Lock()
+
+    def place(self, key: tuple[str, int], ip: str, count: int) -> bool:
+        """Hold ``count`` free consecutive ids of node ``ip`` for entry ``key``; ``False`` when
+        the node has no such run. Idempotent: an entry already placed keeps its ids."""
+        with self._lock:
+            if key in self._held:
+                return True
+            first = self._first_free(ip, count)
+            if first is None:
+                return False
+            self._held[key] = (ip, first, count)
+            return True
+
+    def release(self, key: tuple[str, int]) -> None:
+        """Free the ids of entry ``key`` (idempotent)."""
+        with self._lock:
+            self._held.pop(key, None)
+
+    def ids(self, placement: RankPlacement) -> tuple[str, ...]:
+        """The device ids of one rank (``PlacementError`` if its entry holds none)."""
+        key = placement.node.key
+        with self._lock:
+            held = self._held.get(key)
+        if held is None:
+            raise PlacementError(f"node entry {key} holds no device ids; reserve it first")
+        return tuple(str(held[1] + d) for d in placement.devices)
+
+    def describe(self) -> str:
+        """What is taken, for error messages: ``ip ids a..b by entry key; ...``."""
+        with self._lock:
+            held = sorted(self._held.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+        taken = [f"{ip} ids {f}..{f + n - 1} by entry {k}" for k, (ip, f, n) in held if n]
+        return "; ".join(taken) or "nothing"
+
+    def _first_free(self, ip: str, count: int) -> int | None:
+        if count == 0:
+            return 0
+        first = 0
+        for start, n in sorted((f, n) for i, f, n in self._held.values() if i == ip and n):
+            if first + count <= start:
+                break
+            first = max(first, start + n)
+        limit = self.devices_per_node
+        return first if limit is None or first + count <= limit else None
 
 
 def _divisors(n: int) -> list[int]:

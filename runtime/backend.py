@@ -18,6 +18,15 @@ Placement
     (``NodeSlots.key``): split and colocated pools share a reservation, and reserving the same
     pool twice returns the same IPs. Infeasible or not ready within ``timeout`` seconds:
     :class:`~runtime.errors.PlacementError` saying what was asked and what is available.
+    ``release(pool)`` gives back the reservations of ``pool``'s node entries; it is idempotent
+    (entries not reserved are skipped). Call it once the hosts placed there are terminated or
+    dead: an engine may stop hosts still on a released entry (Ray does). A backend whose
+    reservations outlive the driver (detached ones) finds them by the entry's key, so another
+    driver can release what a dead driver left behind. The core calls it when the last group
+    holding a node entry shuts down. ``spawn`` on an entry that is not reserved is a
+    :class:`~runtime.errors.PlacementError`. How many groups share a pool is the core's rule,
+    not the backend's: at most ``pool.max_colocate_count`` groups per process slot, checked
+    before ``reserve`` is called; a backend sizes each slot for that many hosts.
     ``master_endpoint(node_ip, port_range=)`` returns an address and a port free on that node
     for the ``torch.distributed`` rendezvous (the first free one in ``[lo, hi)`` when given;
     none free: :class:`~runtime.errors.PlacementError`).
@@ -96,6 +105,9 @@ Threads
     driver's thread submits and waits.
 
 Devices
+    Device ids never repeat across node entries on one node: a backend that picks the ids
+    itself (no engine assigns them) keeps a :class:`DeviceMap`, which gives each reserved
+    entry its own run of ids (the halves of a merged pool see ``0..3``, not ``0,1,0,1``).
     :func:`finalize_context` is the one rule every GPU backend shares for the final
     ``visible_devices``/``local_rank``; :meth:`WorkerHost.start` exports the context's
     ``CUDA_VISIBLE_DEVICES``. A backend that starts processes itself should also set it in the
@@ -113,14 +125,15 @@ from runtime._context import (
     normalize_visible_devices,
 )
 from runtime._future import FutureSlice, Shared, extract_handles, fill_handles
-from runtime._group import GroupCore, WorkerGroup
+from runtime._group import GroupCore, WorkerGroup, attached_group
 from runtime._host import WorkerHost
 from runtime._log import get_logger
-from runtime._placement import NodeSlots, RankPlacement, ResourcePool
+from runtime._placement import DeviceMap, NodeSlots, RankPlacement, ResourcePool
 
 __all__ = [
     "PROTECTED_ENV_KEYS",
     "Backend",
+    "DeviceMap",
     "FutureSlice",
     "GroupCore",
     "HostLaunch",
@@ -132,6 +145,7 @@ __all__ = [
     "WorkerContext",
     "WorkerGroup",
     "WorkerHost",
+    "attached_group",
     "extract_handles",
     "fill_handles",
     "finalize_context",

@@ -4,10 +4,11 @@ Mapping of the contract (see :mod:`runtime.backend`) onto Monarch:
 
 placement
     a local host (``this_host()``): every node entry is ``127.0.0.1``; reservations only
-    count (Monarch has no resource reservations of its own).
+    count (Monarch has no resource reservations of its own), and each reserved entry gets its
+    own run of device ids (a :class:`~runtime.backend.DeviceMap`).
 spawn
     one proc mesh of one process per rank (so a rank can be stopped or replaced alone), its
-    environment (the rank's variables, ``CUDA_VISIBLE_DEVICES`` from the plan, ``PYTHONPATH``)
+    environment (the rank's variables, ``CUDA_VISIBLE_DEVICES`` of its entry's ids, ``PYTHONPATH``)
     set by the bootstrap command **before** the process starts; then one
     :class:`~runtime_monarch._host_actor.MonarchHost` per process and ``start`` on all of them.
 calls
@@ -38,6 +39,7 @@ from monarch.actor import ActorError, ProcMesh, default_bootstrap_cmd, this_host
 
 from runtime.backend import (
     Backend,
+    DeviceMap,
     HostLaunch,
     RankCall,
     ResourcePool,
@@ -54,11 +56,12 @@ from runtime.errors import (
     WorkerError,
     WorkerStartError,
 )
-from runtime_monarch._host_actor import MonarchHost
+from runtime_monarch._host_actor import Invocation, MonarchHost
 
 __all__ = ["MonarchBackend", "MonarchPending", "MonarchWorker"]
 
 _log = get_logger()
+_LOCAL = "127.0.0.1"
 
 #: The longest a waiting call blocks on one rank before looking at every rank again.
 _SLICE = 0.05
@@ -130,6 +133,8 @@ class MonarchBackend:
         self._idle: dict[tuple[tuple[str, str], ...], list[tuple[ProcMesh, Any, int]]] = {}
         self._lock = threading.RLock()
         self._workers: list[MonarchWorker] = []
+        self._reserved: set[tuple[str, int]] = set()
+        self._devices = DeviceMap()  # this host's ids, one run per reserved node entry
         self._closed = False
 
     def __enter__(self) -> MonarchBackend:
@@ -148,8 +153,20 @@ class MonarchBackend:
 
     # ------------------------------------------------------------------ placement
     def reserve(self, pool: ResourcePool, *, timeout: float) -> list[str]:
-        """Every node entry is this host (Monarch reserves nothing itself)."""
-        return ["127.0.0.1" for _ in pool.nodes]
+        """Every node entry is this host. Monarch reserves nothing itself; the entries are
+        recorded, so a spawn on an entry never reserved (or released) is refused."""
+        with self._lock:
+            for node in pool.nodes:
+                self._devices.place(node.key, _LOCAL, pool.devices_per_process * node.capacity)
+                self._reserved.add(node.key)
+        return [_LOCAL for _ in pool.nodes]
+
+    def release(self, pool: ResourcePool) -> None:
+        """Forget the entries of ``pool`` (idempotent; there is nothing to give back)."""
+        with self._lock:
+            for node in pool.nodes:
+                self._reserved.discard(node.key)
+                self._devices.release(node.key)
 
     def master_endpoint(
         self, node_ip: str, *, port_range: tuple[int, int] | None = None
@@ -180,7 +197,14 @@ class MonarchBackend:
                     "(Monarch stops a controller's processes with it); create the pool with "
                     "detached=False"
                 )
-        workers = [self._create(launch) for launch in launches]
+            with self._lock:
+                reserved = launch.placement.node.key in self._reserved
+            if not reserved:
+                raise PlacementError(
+                    f"{launch.name}: node entry {launch.placement.node.key} is not reserved "
+                    "(never, or released); call reserve(pool) before spawn"
+                )
+        workers = [self._create(self._on_devices(launch)) for launch in launches]
         with self._lock:
             self._workers.extend(workers)
         try:
@@ -208,6 +232,13 @@ class MonarchBackend:
             assert isinstance(ctx, WorkerContext)
             w.pid = int(pid)
         return workers
+
+    def _on_devices(self, launch: HostLaunch) -> HostLaunch:
+        """``launch`` with its entry's device ids (planned ids + the entry's first id)."""
+        if not launch.placement.devices:
+            return launch
+        ids = self._devices.ids(launch.placement)
+        return attrs.evolve(launch, context=attrs.evolve(launch.context, visible_devices=ids))
 
     def _create(self, launch: HostLaunch) -> MonarchWorker:
         key = self._boot_env(launch)
@@ -317,9 +348,8 @@ class MonarchBackend:
             if w.dead:
                 pending.error, pending.done = self._died(pending), True
             else:
-                pending.future = w.actor.invoke.call_one(
-                    call.role, call.method, args, kwargs, resolved
-                )
+                invocation: Invocation = (call.role, call.method, args, kwargs, resolved)
+                pending.future = w.actor.invoke.call_one(invocation)
             out.append(pending)
         return out
 

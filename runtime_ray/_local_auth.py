@@ -18,7 +18,7 @@ import os
 import secrets
 
 import attrs
-from ray._raylet import Config  # type: ignore[attr-defined]  # a Cython class ray's stubs omit
+from ray._raylet import Config
 
 from runtime.backend import get_logger
 

@@ -24,13 +24,14 @@ import pytest
 
 from runtime import ResourcePool
 from runtime.backend import (
+    DeviceMap,
     HostLaunch,
     RankCall,
     WorkerHost,
     extract_handles,
     free_port,
 )
-from runtime.errors import CallTimeoutError, WorkerDiedError, WorkerError
+from runtime.errors import CallTimeoutError, PlacementError, WorkerDiedError, WorkerError
 from runtime.testing.conformance.suite import *  # noqa: F403
 
 
@@ -93,9 +94,19 @@ class PipeBackend:
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._workers: list[PipeWorker] = []
+        self._reserved: set[tuple[str, int]] = set()
+        self._devices = DeviceMap()  # each reserved entry gets its own device ids
 
     def reserve(self, pool: ResourcePool, *, timeout: float) -> list[str]:
+        for node in pool.nodes:
+            self._devices.place(node.key, "127.0.0.1", node.capacity * pool.devices_per_process)
+            self._reserved.add(node.key)
         return ["127.0.0.1" for _ in pool.nodes]
+
+    def release(self, pool: ResourcePool) -> None:
+        for node in pool.nodes:
+            self._reserved.discard(node.key)
+            self._devices.release(node.key)
 
     def master_endpoint(
         self, node_ip: str, *, port_range: tuple[int, int] | None = None
@@ -105,6 +116,13 @@ class PipeBackend:
     def spawn(self, launches: Sequence[HostLaunch], *, timeout: float) -> list[PipeWorker]:
         workers: list[PipeWorker] = []
         for launch in launches:
+            if launch.placement.node.key not in self._reserved:
+                raise PlacementError(f"{launch.name}: node entry not reserved; reserve first")
+        for planned in launches:
+            devices = self._devices.ids(planned.placement)
+            launch = attrs.evolve(
+                planned, context=attrs.evolve(planned.context, visible_devices=devices)
+            )
             ours, theirs = _CTX.Pipe()
             payload = cloudpickle.dumps(launch)
             process = _CTX.Process(target=_rank_main, args=(theirs, payload))

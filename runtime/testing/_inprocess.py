@@ -14,7 +14,9 @@ import attrs
 import cloudpickle
 
 from runtime.backend import (
+    DeviceMap,
     HostLaunch,
+    NodeSlots,
     RankCall,
     ResourcePool,
     Shared,
@@ -174,27 +176,59 @@ class InProcessBackend:
         self.devices_per_node = devices_per_node
         self.copy_values = copy_values
         self.faults = FaultInjector()
-        self._reserved: dict[tuple[str, int], str] = {}
+        self._reserved: dict[tuple[str, int], str] = {}  # node entry -> fake node IP
+        self._devices = DeviceMap(devices_per_node)
+        self._home: dict[tuple[str, int], int] = {}
         self._next_node = itertools.count()
         self._workers: list[InProcessWorker] = []
         self._lock = threading.RLock()
 
     # placement
     def reserve(self, pool: ResourcePool, *, timeout: float) -> list[str]:
-        need = pool.devices_per_process
+        """Place each node entry not yet reserved on a fake node with room for its devices.
+
+        An entry takes ``capacity x devices_per_process`` consecutive device ids of its node,
+        so entries sharing a node (e.g. the halves of a merged pool) get distinct ids. A
+        released entry reserved again prefers the node it had (a restart keeps its IPs).
+        """
         ips: list[str] = []
-        for node in pool.nodes:
-            if need * node.capacity > self.devices_per_node:
-                raise PlacementError(
-                    f"pool {pool.name!r} asks for {node.capacity} processes x {need} devices "
-                    f"on one node, but each in-process node has {self.devices_per_node} "
-                    "devices; lower the counts or create InProcessBackend(devices_per_node=...)"
-                )
-            with self._lock:
+        with self._lock:
+            for node in pool.nodes:
                 if node.key not in self._reserved:
-                    self._reserved[node.key] = f"127.0.0.{next(self._next_node) % self.nodes + 1}"
+                    self._reserved[node.key] = self._place(pool, node)
                 ips.append(self._reserved[node.key])
         return ips
+
+    def release(self, pool: ResourcePool) -> None:
+        """Forget the reservations of ``pool``'s node entries (their device ids become free)."""
+        with self._lock:
+            for node in pool.nodes:
+                self._reserved.pop(node.key, None)
+                self._devices.release(node.key)
+
+    def _place(self, pool: ResourcePool, node: NodeSlots) -> str:
+        need = pool.devices_per_process * node.capacity
+        if need > self.devices_per_node:
+            raise PlacementError(
+                f"pool {pool.name!r} asks for {node.capacity} processes x "
+                f"{pool.devices_per_process} devices on one node, but each in-process node has "
+                f"{self.devices_per_node} devices; lower the counts or create "
+                "InProcessBackend(devices_per_node=...)"
+            )
+        start = next(self._next_node)
+        home = self._home.get(node.key)
+        order = [home] if home is not None else []
+        order += [(start + i) % self.nodes for i in range(self.nodes)]
+        for n in order:
+            if self._devices.place(node.key, f"127.0.0.{n + 1}", need):
+                self._home[node.key] = n
+                return f"127.0.0.{n + 1}"
+        raise PlacementError(
+            f"pool {pool.name!r} node entry {node.index} needs {need} free devices on one node, "
+            f"and no in-process node has that many left ({self.devices_per_node} per node; "
+            f"taken: {self._devices.describe()}). Shut down groups you no longer need, or "
+            "create InProcessBackend(nodes=..., devices_per_node=...) with more room"
+        )
 
     def master_endpoint(
         self, node_ip: str, *, port_range: tuple[int, int] | None = None
@@ -216,7 +250,12 @@ class InProcessBackend:
     # lifecycle
     def spawn(self, launches: Sequence[HostLaunch], *, timeout: float) -> list[InProcessWorker]:
         out: list[InProcessWorker] = []
-        for launch in launches:
+        for planned in launches:
+            try:
+                launch = self._on_devices(planned)
+            except BaseException:
+                self.terminate(out)
+                raise
             host = WorkerHost(self._copy(launch), scoped_env=True)
             try:
                 host.start()
@@ -227,6 +266,21 @@ class InProcessBackend:
         with self._lock:
             self._workers.extend(out)
         return out
+
+    def _on_devices(self, launch: HostLaunch) -> HostLaunch:
+        """``launch`` with the device ids its reserved entry holds (planned ids + offset)."""
+        key = launch.placement.node.key
+        with self._lock:
+            reserved = key in self._reserved
+        if not reserved:
+            raise PlacementError(
+                f"{launch.name}: node entry {key} is not reserved (never, or released); call "
+                "reserve(pool) before spawn"
+            )
+        if not launch.placement.devices:
+            return launch
+        ids = self._devices.ids(launch.placement)
+        return attrs.evolve(launch, context=attrs.evolve(launch.context, visible_devices=ids))
 
     def alive(self, workers: Sequence[object]) -> list[bool]:
         return [self._worker(w).alive for w in workers]
@@ -331,45 +385,62 @@ class InProcessBackend:
         return "an argument"
 
     def _run(self, worker: InProcessWorker, call: RankCall) -> _Pending:
+        """Run one call now (or fail it as an injected fault says); the pending result."""
         pending = _Pending(call.rank, call.role, call.method, ready_at=time.monotonic())
-        ctx = worker.launch.context
+        node = worker.launch.context.node_ip
         if not worker.alive:
             pending.error = WorkerDiedError(
                 "the worker is dead (terminated or killed); restart the group",
                 role=call.role,
                 rank=call.rank,
                 method=call.method,
-                node=ctx.node_ip,
+                node=node,
             )
             return pending
         fault = self.faults.take(worker.launch.group, call)
-        if fault is not None and fault.kind == "die":
+        if fault is not None and fault.kind != "slow":
+            self._inject(fault, worker, call, pending)
+            return pending
+        began = time.monotonic()
+        self._invoke(worker, call, pending)
+        pending.took = time.monotonic() - began
+        pending.ready_at = time.monotonic()
+        if fault is not None:  # slow
+            pending.took += fault.seconds
+            pending.ready_at += fault.seconds
+        return pending
+
+    @staticmethod
+    def _inject(fault: Fault, worker: InProcessWorker, call: RankCall, pending: _Pending) -> None:
+        """Fail ``pending`` as ``fault`` (die, hang or fail) says, without running the call."""
+        role, rank, method = call.role, call.rank, call.method
+        node = worker.launch.context.node_ip
+        if fault.kind == "die":
             worker.alive = False
             pending.error = WorkerDiedError(
                 "the worker process died during the call (injected fault)",
-                role=call.role,
-                rank=call.rank,
-                method=call.method,
-                node=ctx.node_ip,
+                role=role,
+                rank=rank,
+                method=method,
+                node=node,
             )
-            return pending
-        if fault is not None and fault.kind == "hang":
+        elif fault.kind == "hang":
             pending.hang = True
-            return pending
-        if fault is not None and fault.kind == "fail":
+        else:
             err = fault.error or RuntimeError("injected failure")
             pending.error = RemoteMethodError(
                 remote_type=type(err).__qualname__,
                 remote_message=str(err),
                 remote_traceback="".join(traceback.format_exception_only(err)),
-                role=call.role,
-                rank=call.rank,
-                method=call.method,
-                node=ctx.node_ip,
+                role=role,
+                rank=rank,
+                method=method,
+                node=node,
             )
-            return pending
+
+    def _invoke(self, worker: InProcessWorker, call: RankCall, pending: _Pending) -> None:
+        """Resolve the handles, copy the arguments in and the result out, run the method."""
         args, kwargs, handles = extract_handles(call.args, call.kwargs)
-        began = time.monotonic()
         what = "an argument"
         try:
             resolved = [self._resolve(h) for h in handles]
@@ -392,14 +463,8 @@ class InProcessBackend:
                 role=call.role,
                 rank=call.rank,
                 method=call.method,
-                node=ctx.node_ip,
+                node=worker.launch.context.node_ip,
             )
-        pending.took = time.monotonic() - began
-        pending.ready_at = time.monotonic()
-        if fault is not None and fault.kind == "slow":
-            pending.took += fault.seconds
-            pending.ready_at += fault.seconds
-        return pending
 
 
 def _rank_of(error: BaseException) -> int:

@@ -66,7 +66,7 @@ def main() -> int:
             assert len({s["CUDA_VISIBLE_DEVICES"] for s in seen[1:]}) == 2, report
             assert total == [6.0, 6.0, 6.0], report  # (1+0) + (1+1) + (1+2)
     finally:
-        cluster.shutdown()  # type: ignore[no-untyped-call]  # unannotated in ray.cluster_utils
+        cluster.shutdown()
     return 0
 
 

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import ray
 import torch
+from ray.util import get_node_ip_address as node_ip_address
+from ray.util.placement_group import PlacementGroup, placement_group_table
 
 import runtime
 from runtime import (
@@ -46,7 +48,7 @@ from runtime.errors import (
     WorkerStartError,
 )
 from runtime_ray import RayBackend, RayWorker
-from runtime_ray._casts import node_ip_address, placement_group_table
+from runtime_ray._casts import find_placement_group
 from runtime_ray._local_auth import client_env
 from tests._ray_session import REPO_ROOT
 from tests.ray.workers import Crashy, Probe, Sleepy
@@ -422,6 +424,54 @@ def test_detached_group_attach_from_another_driver(backend: RayBackend) -> None:
             group.shutdown()
             owner.shutdown(kill_detached=True)
         assert owner.placement_groups(pool) == [None]
+
+
+@pytest.mark.timeout(180)
+def test_a_dead_drivers_detached_reservation_is_released_from_another_driver(
+    backend: RayBackend,
+) -> None:
+    """verl: a detached group's placement group stayed taken after another driver killed its
+    workers. The owner exits without killing them; a second driver process attaches, kills
+    them and releases the reservation by the pool's name."""
+    pool_name = f"kept-{uuid.uuid4().hex[:6]}"
+    pool = ResourcePool.create([2], detached=True, name=pool_name)
+    with RayBackend(runtime_env=PYTHONPATH_ENV) as owner:
+        group = WorkerGroup(owner, WorkerSpec.of(Probe, tag="k"), pool, timeout=60)
+        names = group.worker_names
+    # The owner is gone (shutdown keeps detached hosts): its placement group stays taken.
+    (pg,) = _named_placement_groups(pool_name)
+    assert placement_group_table(pg)["state"] == "CREATED"
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.ray._attach_driver",
+                backend.address,
+                backend.namespace,
+                "--release",
+                pool_name,
+                *names,
+            ],
+            cwd=REPO_ROOT,
+            env=_subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+        assert _last_json(proc.stdout)["echo"] == [10, 11]
+        assert placement_group_table(pg)["state"] == "REMOVED"
+        assert _named_placement_groups(pool_name) == []
+    finally:
+        backend.release(pool)  # idempotent: a no-op when the other driver released it
+
+
+def _named_placement_groups(pool_name: str) -> list[PlacementGroup]:
+    """The live placement groups of the one-entry pool ``pool_name`` (found by name)."""
+    pg = find_placement_group(f"rlrt:{pool_name}:0")
+    return [] if pg is None else [pg]
 
 
 def test_worker_class_shipped_by_value(backend: RayBackend) -> None:

@@ -13,9 +13,9 @@ import time
 import ray
 import torch
 import torch.distributed as dist
+from ray.util import get_node_ip_address as node_ip_address
 
 from runtime import Batch, Dispatch, current_context, register
-from runtime_ray._casts import node_ip_address
 
 __all__ = ["Crashy", "Probe", "Sleepy"]
 

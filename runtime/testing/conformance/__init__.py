@@ -31,6 +31,7 @@ pytest.register_assert_rewrite(
         f"runtime.testing.conformance.{name}"
         for name in (
             "suite",
+            "suite_capacity",
             "suite_context_env",
             "suite_dispatch",
             "suite_errors_faults",

@@ -14,6 +14,7 @@
         backend.shutdown()
 """
 
+from runtime.testing.conformance.suite_capacity import *  # noqa: F403
 from runtime.testing.conformance.suite_context_env import *  # noqa: F403
 from runtime.testing.conformance.suite_dispatch import *  # noqa: F403
 from runtime.testing.conformance.suite_errors_faults import *  # noqa: F403
@@ -41,12 +42,15 @@ __all__ = [
     "padding_off_everywhere",
     "pools_and_ips",
     "rank_times",
+    "replaced_one_to_all",
     "separate",
     "square_plus_one",
     "summary",
     "temp_mode",
     "test_a_class_defined_in_a_function_travels_by_value",
     "test_a_closure_over_driver_state_travels",
+    "test_a_detached_groups_reservation_is_released_after_its_ranks_died",
+    "test_a_full_pool_is_a_placement_error_at_once",
     "test_a_lambda_travels_as_an_argument",
     "test_a_non_batch_future_cannot_be_passed_on",
     "test_a_shut_down_group_refuses_calls",
@@ -62,6 +66,7 @@ __all__ = [
     "test_cancel_is_best_effort_and_never_hangs",
     "test_cancel_of_finished_calls_is_a_no_op",
     "test_check_alive_names_the_dead_rank",
+    "test_colocated_groups_fill_a_pool_up_to_max_colocate_count",
     "test_colocated_groups_see_the_same_devices",
     "test_concat_with_conflicting_meta",
     "test_context_is_immutable",
@@ -74,6 +79,7 @@ __all__ = [
     "test_deadline_names_method_role_and_pending_ranks",
     "test_device_mesh_register_numbers_on_eight_ranks",
     "test_disabling_padding_per_batch_is_respected",
+    "test_disjoint_parts_of_a_split_pool_do_not_compete",
     "test_divisible_batch_needs_no_padding",
     "test_dp_compute_metric_returns_the_raw_per_rank_list",
     "test_dp_compute_proto_async_def_with_submit",
@@ -105,6 +111,7 @@ __all__ = [
     "test_inprocess_backend_implements_the_protocol",
     "test_inprocess_calls_run_in_the_calling_thread_without_subprocesses",
     "test_inprocess_devices_follow_the_plan",
+    "test_inprocess_merged_halves_get_ids_0_to_3",
     "test_invalid_pools",
     "test_invalid_registrations_fail_at_decoration",
     "test_live_worker_instances_and_host_launch_survive_pickle",
@@ -150,6 +157,8 @@ __all__ = [
     "test_rank_zero_dispatch_mode_implies_rank_zero_execution",
     "test_rank_zero_returns_rank_zeros_scalar",
     "test_register_only_attaches_metadata",
+    "test_release_gives_a_reservation_back_and_is_idempotent",
+    "test_reordered_future_passed_on",
     "test_reserve_is_shared_by_split_pools",
     "test_reserve_returns_one_ip_per_node_entry_and_is_idempotent",
     "test_restart_after_a_deadline_replaces_the_hung_rank",
@@ -168,10 +177,13 @@ __all__ = [
     "test_standard_variables_are_exported_per_rank",
     "test_submit_gives_each_rank_a_private_copy",
     "test_terminate_is_idempotent_and_a_terminated_rank_is_dead",
+    "test_the_halves_of_a_merged_pool_get_distinct_devices",
+    "test_the_last_group_on_a_pool_releases_its_reservation",
     "test_unknown_custom_mode",
     "test_unknown_role_or_wrong_class",
     "test_unknown_sibling_is_an_error_naming_the_role",
     "test_unregistered_method_by_name",
+    "test_update_dispatch_mode_replaces_a_builtin_mode",
     "test_verl_per_instance_flag_via_from_dict",
     "test_wait_raises_a_death_before_a_method_error",
     "test_wait_raises_the_lowest_failed_rank",

@@ -37,6 +37,7 @@ __all__ = [
     "test_future_into_the_same_group",
     "test_padded_future_passed_on",
     "test_padding_off_rejects_a_batch_that_does_not_divide",
+    "test_reordered_future_passed_on",
     "test_verl_per_instance_flag_via_from_dict",
 ]
 

@@ -104,7 +104,7 @@ def _register(name: str, dispatch_fn: DispatchFn, collect_fn: CollectFn) -> Cust
     try:
         return register_dispatch_mode(name, dispatch_fn, collect_fn)
     except DispatchError:
-        return update_dispatch_mode(name, dispatch_fn, collect_fn)
+        return update_dispatch_mode(CustomMode(name), dispatch_fn, collect_fn)
 
 
 CYCLE = _register(CYCLE_MODE_NAME, _cycle_dispatch, _cycle_collect)

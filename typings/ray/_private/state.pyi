@@ -1,0 +1,3 @@
+from typing import Any
+
+def actors(actor_id: str | None = None) -> Any: ...
