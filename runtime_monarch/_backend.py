@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 import cloudpickle
 import monarch.actor
+import torch
 from monarch.actor import ActorError, ProcMesh, default_bootstrap_cmd, this_host
 
 from runtime.backend import (
@@ -116,7 +117,11 @@ class MonarchBackend:
     there). ``noset_visible_devices``: leave ``CUDA_VISIBLE_DEVICES`` unset and take each
     rank's ``local_rank`` from its planned device. ``reuse_timeout``: how long
     :meth:`terminate` lets a rank answer before killing its process instead of keeping it for
-    reuse. Clusters: Monarch's host meshes (``SlurmJob``, Kubernetes jobs) give remote hosts; this
+    reuse. ``devices_per_node``: how many accelerators this host offers; a pool that needs
+    more on one node entry (or more than are still free) is a ``PlacementError`` at
+    :meth:`reserve`. ``None`` (the default) counts the visible CUDA devices, and on a host
+    without any sets no limit (device ids are then only labels, as with CPU ranks).
+    Clusters: Monarch's host meshes (``SlurmJob``, Kubernetes jobs) give remote hosts; this
     backend uses the local host only.
     """
 
@@ -126,6 +131,7 @@ class MonarchBackend:
         env: Mapping[str, str] | None = None,
         noset_visible_devices: bool = False,
         reuse_timeout: float = 0.5,
+        devices_per_node: int | None = None,
     ) -> None:
         self._env = dict(env or {})
         self._noset = noset_visible_devices
@@ -134,7 +140,10 @@ class MonarchBackend:
         self._lock = threading.RLock()
         self._workers: list[MonarchWorker] = []
         self._reserved: set[tuple[str, int]] = set()
-        self._devices = DeviceMap()  # this host's ids, one run per reserved node entry
+        if devices_per_node is None:
+            devices_per_node = torch.cuda.device_count() or None
+        # This host's ids, one run per reserved node entry.
+        self._devices = DeviceMap(devices_per_node)
         self._closed = False
 
     def __enter__(self) -> MonarchBackend:
@@ -156,8 +165,22 @@ class MonarchBackend:
         """Every node entry is this host. Monarch reserves nothing itself; the entries are
         recorded, so a spawn on an entry never reserved (or released) is refused."""
         with self._lock:
+            placed: list[tuple[str, int]] = []
             for node in pool.nodes:
-                self._devices.place(node.key, _LOCAL, pool.devices_per_process * node.capacity)
+                need = pool.devices_per_process * node.capacity
+                if not self._devices.place(node.key, _LOCAL, need):
+                    for key in placed:  # all or nothing
+                        self._devices.release(key)
+                        self._reserved.discard(key)
+                    raise PlacementError(
+                        f"pool {pool.name!r} node entry {node.index} needs {need} devices "
+                        f"({node.capacity} processes x {pool.devices_per_process}), but this "
+                        f"host has {self._devices.devices_per_node} (taken: "
+                        f"{self._devices.describe()}); lower the counts, shut down groups you "
+                        "no longer need, or pass MonarchBackend(devices_per_node=...)"
+                    )
+                if node.key not in self._reserved:
+                    placed.append(node.key)
                 self._reserved.add(node.key)
         return [_LOCAL for _ in pool.nodes]
 

@@ -42,5 +42,6 @@ def runtime_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         )
         from runtime_monarch import MonarchBackend
 
-        with MonarchBackend(reuse_timeout=0.0) as monarch:
+        # 4 devices, like the session's Ray cluster's fake GPUs: a pool asking more is refused.
+        with MonarchBackend(reuse_timeout=0.0, devices_per_node=4) as monarch:
             yield monarch

@@ -31,7 +31,6 @@ from tests.faults._support import (
     KILL_SURFACE_S,
     LeakProbe,
     MidCallKill,
-    is_monarch,
     unplaceable_pool,
 )
 from tests.faults.workers import SlowStart, explode
@@ -164,19 +163,7 @@ def test_a_constructor_that_hangs(
     probe.assert_clean()
 
 
-def test_an_unsatisfiable_placement(
-    backend: Backend, probe: LeakProbe, request: pytest.FixtureRequest
-) -> None:
-    if is_monarch(backend):
-        request.applymarker(
-            pytest.mark.xfail(
-                raises=WorkerStartError,
-                strict=True,
-                reason="MonarchBackend.reserve accepts any pool: it never compares "
-                "devices_per_process with the host's devices, so the ranks start (here: run "
-                "out of the 1 s start deadline) instead of a PlacementError",
-            )
-        )
+def test_an_unsatisfiable_placement(backend: Backend, probe: LeakProbe) -> None:
     pool = unplaceable_pool(backend)
     start = time.monotonic()
     with pytest.raises(PlacementError) as info:
