@@ -74,9 +74,14 @@ def _ray_calls(plan: Any, measure: Callable[..., list[Figure]]) -> list[Figure]:
     def actors(group: Any) -> list[Any]:
         return [w.actor for w in group.workers if isinstance(w, RayWorker)]
 
-    def burst(handles: Sequence[Any]) -> Callable[[], Callable[[], object]]:
+    def burst(
+        handles: Sequence[Any], payload: tuple[Any, ...] | None
+    ) -> Callable[[], Callable[[], object]]:
         def start() -> Callable[[], object]:
-            refs = [host_ref(h).ping.remote() for h in handles]
+            if payload is None:
+                refs = [host_ref(h).ping.remote() for h in handles]
+            else:
+                refs = [host_ref(h).invoke.remote(payload) for h in handles]
             return lambda: ray.get(refs)
 
         return start
@@ -98,9 +103,14 @@ def _monarch_calls(plan: Any, measure: Callable[..., list[Figure]]) -> list[Figu
     def actors(group: Any) -> list[Any]:
         return [w.actor for w in group.workers if isinstance(w, MonarchWorker)]
 
-    def burst(handles: Sequence[Any]) -> Callable[[], Callable[[], object]]:
+    def burst(
+        handles: Sequence[Any], payload: tuple[Any, ...] | None
+    ) -> Callable[[], Callable[[], object]]:
         def start() -> Callable[[], object]:
-            futures = [h.ping.call_one() for h in handles]
+            if payload is None:
+                futures = [h.ping.call_one() for h in handles]
+            else:  # Monarch's invoke also takes the resolved handles (none here)
+                futures = [h.invoke.call_one((*payload, ())) for h in handles]
             return lambda: [f.get() for f in futures]
 
         return start

@@ -47,9 +47,15 @@ class CallPlan:
     pipelined_per_repeat: int
 
 
-#: ``raw_burst(actors)`` returns a function that starts one raw call per actor and returns
-#: a function that waits for them all.
-RawBurst = Callable[[Sequence[Any]], Callable[[], Callable[[], object]]]
+#: ``raw_burst(actors, payload)`` returns a function that starts one raw call per actor and
+#: returns a function that waits for them all. ``payload=None``: the host's no-argument
+#: ``ping``; otherwise the host's own ``invoke`` endpoint with ``payload``, the very call our
+#: group sends (the engine's cost of an argument and of our host's dispatch, without any of
+#: the driver-side group code).
+RawBurst = Callable[[Sequence[Any], "tuple[Any, ...] | None"], Callable[[], Callable[[], object]]]
+
+#: The calls the groups make: ``Echo.echo(1)`` on role ``echo``.
+ECHO_ARGS: tuple[str, str, tuple[int], dict[str, Any]] = ("echo", "echo", (1,), {})
 
 
 def measure_backend(
@@ -58,13 +64,18 @@ def measure_backend(
     raw_actors: Callable[[WorkerGroup[Echo]], Sequence[Any]],
     raw_burst: RawBurst,
     plan: CallPlan,
+    payload: tuple[Any, ...] = ECHO_ARGS,
 ) -> list[Figure]:
-    """Blocking and pipelined figures of ``backend`` for every rank count of ``plan``."""
+    """Blocking and pipelined figures of ``backend`` for every rank count of ``plan`` (against
+    ``ping``), and at 4 ranks the blocking call against a raw ``invoke`` of ``payload``."""
     figures: list[Figure] = []
     for ranks in plan.ranks:
         group = WorkerGroup(backend, WorkerSpec.of(Echo), ResourcePool.create([ranks]))
         try:
-            figures += _measure_group(name, group, raw_burst(raw_actors(group)), plan)
+            handles = raw_actors(group)
+            figures += _measure_group(name, group, raw_burst(handles, None), plan)
+            if ranks == 4:
+                figures += _same_payload(name, group, raw_burst(handles, payload), plan)
         finally:
             group.shutdown()
     return figures
@@ -101,6 +112,28 @@ def _measure_group(
     return [
         _figure(name, "blocking", ranks, a, b),
         _figure(name, f"pipelined x{plan.depth}", ranks, c, d, per_sample=plan.depth),
+    ]
+
+
+def _same_payload(
+    name: str, group: WorkerGroup[Echo], start: Callable[[], Callable[[], object]], plan: CallPlan
+) -> list[Figure]:
+    """``group.call`` (blocking and pipelined) against raw calls of the host's ``invoke`` with
+    the same payload on the same actors: what the driver-side group code (planning, dispatch,
+    futures, collection) adds to the engine's own cost of the call."""
+    assert start()() is not None
+    figures = _measure_group(name, group, start, plan)
+    note = "the raw side calls the host's own invoke endpoint with the group's payload"
+    return [
+        attrs.evolve(
+            f,
+            key=f.key + "_same_payload",
+            title=f.title + ", vs raw invoke of the same payload",
+            base_label=f.base_label + " invoke",
+            target=None,
+            note=note,
+        )
+        for f in figures
     ]
 
 
