@@ -156,11 +156,11 @@ def _demo(quick: bool) -> list[Figure]:
                 share_figure(
                     f"demo_orchestration_share_balance_{'on' if balance else 'off'}",
                     f"demo step orchestration share (Ray, {workers} workers), "
-                    f"balance_batch={'on' if balance else 'off'}",
+                    f"balance_batch={'on' if balance else 'off (default)'}",
                     {k: parts[k] for k in SHARE_PARTS},
                     wall_s=step_s,
                     repeats=steps - skip,
-                    target=SHARE_TARGET if balance else None,
+                    target=None if balance else SHARE_TARGET,  # on the default (off)
                     note="ray.timeline task:execute intervals in the workers; driver "
                     "submit/wait stamped by a wrapping backend; repeats = measured steps",
                 )

@@ -32,6 +32,32 @@ def test_grpo_with_two_data_parallel_ranks_on_ray(backend: RayBackend, tmp_path:
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1, 2]
 
 
+def test_balanced_updates_match_unbalanced_ones(backend: RayBackend, tmp_path: Path) -> None:
+    # trainer.balance_batch reorders the driver's columns and the ranks' futures of the rollout,
+    # log-probs and values alike: the same rows reach the update, split differently over the 2
+    # ranks, so with one mini-batch the all-reduced gradient (normalised by global token counts)
+    # is the same. (With several mini-batches, balancing changes which rows share one.)
+    first: dict[bool, dict[str, float]] = {}
+    for balance in (False, True):
+        cfg = tiny_config(
+            tmp_path / str(balance),
+            [
+                "resources.actor_ranks=2",
+                "algorithm.adv_estimator='gae'",
+                "trainer.total_steps=1",
+                "trainer.test_freq=0",
+                "actor.mini_batches=1",
+                "critic.mini_batches=1",
+                f"trainer.balance_batch={str(balance).lower()}",
+            ],
+        )
+        with PPOTrainer(backend=backend, config=cfg, reward_fn=varied_reward) as trainer:
+            history = trainer.fit()
+        first[balance] = history[-1]
+    for key in ("actor/grad_norm", "critic/grad_norm", "critic/vf_loss"):
+        assert first[True][key] == pytest.approx(first[False][key], rel=1e-4), key
+
+
 def test_gae_with_roles_in_separate_processes(backend: RayBackend, tmp_path: Path) -> None:
     cfg = tiny_config(
         tmp_path,
