@@ -16,7 +16,9 @@ back and assembles each slice into a batch.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
+import itertools
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -276,33 +278,21 @@ class BatchFuture(GroupFuture[Batch]):
         """A slice holding global ``rows`` (indices into the collected batch), fetching only
         the producer parts those rows live in."""
         n = len(self)
+        outside = [g for g in rows if not 0 <= g < n]
+        if outside:
+            raise DispatchError(f"row {outside[0]} is outside a future of {n} rows")
         if self._order is not None:
-            for g in rows:
-                if not 0 <= g < n:
-                    raise DispatchError(f"row {g} is outside a future of {n} rows")
             rows = [self._order[g] for g in rows]
-        starts: list[int] = []
-        acc = 0
-        for r in self._part_rows:
-            starts.append(acc)
-            acc += r
-        needed: list[int] = []
-        for g in rows:
-            if not 0 <= g < n:
-                raise DispatchError(f"row {g} is outside a future of {n} rows")
-            p = max(i for i, s in enumerate(starts) if s <= g)
-            if p not in needed:
-                needed.append(p)
-        needed.sort()
+        starts = list(itertools.accumulate(self._part_rows, initial=0))[:-1]
+        # The last part starting at or before each row holds it (empty parts are skipped).
+        owner = [bisect.bisect_right(starts, g) - 1 for g in rows]
+        needed = sorted(set(owner))
         local_start: dict[int, int] = {}
         acc = 0
         for p in needed:
             local_start[p] = acc
             acc += self._part_rows[p]
-        local: list[int] = []
-        for g in rows:
-            p = max(i for i, s in enumerate(starts) if s <= g)
-            local.append(local_start[p] + g - starts[p])
+        local = [local_start[p] + g - starts[p] for g, p in zip(rows, owner, strict=True)]
         return FutureSlice(
             handles=tuple(self._parts[p] for p in needed),
             expected=tuple(self._part_rows[p] for p in needed),
