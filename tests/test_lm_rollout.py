@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from ppo.config import ConfigError, load_config
 from ppo.lm import build_critic, build_policy, check_vocab, sequence_log_probs, token_values
@@ -126,10 +126,10 @@ def test_engine_that_does_not_share_weights_loads_them() -> None:
     )
 
 
-def test_critic_values_are_one_per_response_token() -> None:
-    section = load_config(None, TINY).model
-    critic = build_critic(
-        section,
+def _critic() -> PreTrainedModel:
+    """The tiny config's critic on the test tokenizer (random weights, seed 0)."""
+    return build_critic(
+        load_config(None, TINY).model,
         None,
         vocab_size=TOK.vocab_size,
         special_ids={"eos_token_id": TOK.eos_id, "pad_token_id": TOK.pad_id},
@@ -137,6 +137,10 @@ def test_critic_values_are_one_per_response_token() -> None:
         seed=0,
         device=CPU,
     )
+
+
+def test_critic_values_are_one_per_response_token() -> None:
+    critic = _critic()
     assert type(critic).__name__ == "LlamaForTokenClassification"
     out = _engine().generate(_prompts(["1+2=", "rev ab="]), SamplingParams(max_new_tokens=3))
     with torch.no_grad():
@@ -148,16 +152,7 @@ def test_critic_values_are_one_per_response_token() -> None:
 def test_critic_in_train_mode_is_deterministic() -> None:
     # A token classifier's head has dropout 0.1 by default; build_critic turns it off, so the
     # values of one input do not change between forward passes (nor with the global RNG).
-    section = load_config(None, TINY).model
-    critic = build_critic(
-        section,
-        None,
-        vocab_size=TOK.vocab_size,
-        special_ids={"eos_token_id": TOK.eos_id, "pad_token_id": TOK.pad_id},
-        max_positions=32,
-        seed=0,
-        device=CPU,
-    )
+    critic = _critic()
     critic.train()
     out = _engine().generate(_prompts(["1+2=", "rev ab="]), SamplingParams(max_new_tokens=3))
     with torch.no_grad():
