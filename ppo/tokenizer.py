@@ -27,7 +27,8 @@ it byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -40,6 +41,7 @@ __all__ = [
     "HFTokenizer",
     "Message",
     "Prompt",
+    "PromptCache",
     "Tokenizer",
     "TokenizerError",
     "as_tokenizer",
@@ -173,6 +175,45 @@ class HFTokenizer:
 
     def __repr__(self) -> str:
         return f"HFTokenizer({type(self.hf).__name__}, vocab_size={self._vocab})"
+
+
+class PromptCache:
+    """``tokenizer.encode_prompt``, memoized per distinct prompt (the trainer draws the same
+    prompts again every epoch, and a small task has few distinct prompts).
+
+    Contract: ``cache(prompt)`` returns exactly ``tokenizer.encode_prompt(prompt)`` (a fresh
+    list each call: callers may change it); chat prompts are keyed by their messages' items in
+    order. At most ``max_entries`` prompts are kept, the least recently used evicted first, so
+    the driver's memory stays bounded on large data sets. Errors are not cached.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_entries: int = 8192) -> None:
+        if max_entries < 1:
+            raise ValueError(f"PromptCache needs max_entries >= 1, got {max_entries!r}")
+        self.tokenizer = tokenizer
+        self.max_entries = max_entries
+        self._ids: OrderedDict[Hashable, tuple[int, ...]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, prompt: Prompt) -> list[int]:
+        key: Hashable = (
+            prompt if isinstance(prompt, str) else tuple(tuple(m.items()) for m in prompt)
+        )
+        ids = self._ids.get(key)
+        if ids is not None:
+            self.hits += 1
+            self._ids.move_to_end(key)
+            return list(ids)
+        self.misses += 1
+        fresh = self.tokenizer.encode_prompt(prompt)
+        self._ids[key] = tuple(fresh)
+        if len(self._ids) > self.max_entries:
+            self._ids.popitem(last=False)
+        return list(fresh)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 def load_tokenizer(path: str | Path | None, *, field: str = "tokenizer.path") -> HFTokenizer:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -35,12 +35,18 @@ def example_prompt(example: TaskExample, prompt_format: str) -> Prompt:
 
 
 def encode_prompts(
-    tokenizer: Tokenizer, prompts: Sequence[Prompt], max_len: int
+    tokenizer: Tokenizer,
+    prompts: Sequence[Prompt],
+    max_len: int,
+    *,
+    encode: Callable[[Prompt], list[int]] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Encode ``prompts`` (text or chat messages) as one LEFT-padded batch.
 
     Each row is ``tokenizer.encode_prompt(prompt)`` (special tokens and chat template as the
-    tokenizer puts them), padded on the left with ``pad_id`` to the longest row.
+    tokenizer puts them), padded on the left with ``pad_id`` to the longest row. ``encode``
+    replaces ``tokenizer.encode_prompt`` and must return the same ids (the trainer passes a
+    :class:`ppo.tokenizer.PromptCache`).
 
     Returns:
         ``(ids, mask)``, both ``(B, L)`` long with ``L <= max_len``; ``mask`` is 1 on real tokens.
@@ -52,9 +58,10 @@ def encode_prompts(
     """
     if not prompts:
         raise ValueError("encode_prompts needs at least one prompt, got none")
+    encode_one = encode if encode is not None else tokenizer.encode_prompt
     rows: list[list[int]] = []
     for i, prompt in enumerate(prompts):
-        ids = tokenizer.encode_prompt(prompt)
+        ids = encode_one(prompt)
         if len(ids) > max_len:
             raise ValueError(
                 f"prompt {i} {prompt!r} is {len(ids)} tokens (special tokens and chat template "
@@ -65,11 +72,10 @@ def encode_prompts(
             raise ValueError(f"prompt {i} {prompt!r} encodes to no tokens")
         rows.append(ids)
     width = max(len(r) for r in rows)
-    ids_t = torch.full((len(rows), width), tokenizer.pad_id, dtype=torch.long)
-    mask_t = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids_t[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        mask_t[i, width - len(r) :] = 1
+    pad = tokenizer.pad_id
+    # One tensor from padded lists (not a small tensor and two slice writes per row).
+    ids_t = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    mask_t = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
     return ids_t, mask_t
 
 

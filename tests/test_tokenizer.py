@@ -7,6 +7,7 @@ import string
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
@@ -15,12 +16,14 @@ from ppo._tokenizer_build import CHARACTERS, SPECIAL_TOKENS, build_tokenizer
 from ppo.config import ConfigError
 from ppo.tokenizer import (
     HFTokenizer,
+    PromptCache,
     Tokenizer,
     TokenizerError,
     as_tokenizer,
     default_tokenizer_path,
     load_tokenizer,
 )
+from ppo.warmup import encode_prompts
 from tests.trainer_support import digit_tokenizer
 
 TOK = load_tokenizer(None)
@@ -100,3 +103,49 @@ def test_saved_tokenizer_round_trips_through_autotokenizer(tmp_path: Path) -> No
 def test_as_tokenizer_rejects_other_objects() -> None:
     with pytest.raises(TypeError, match="transformers tokenizer or implement"):
         as_tokenizer(object())  # type: ignore[arg-type]  # the wrong type is the point
+
+
+def test_prompt_cache_returns_the_tokenizers_ids_and_tokenizes_each_prompt_once() -> None:
+    cache = PromptCache(TOK)
+    chat = [{"role": "user", "content": "7+5="}]
+    for prompt in ("7+5=", "1+2=", chat, "7+5=", chat):
+        ids = cache(prompt)
+        assert ids == TOK.encode_prompt(prompt)
+        ids.append(-1)  # callers get their own list; the cached ids stay intact
+    assert (cache.misses, cache.hits, len(cache)) == (3, 2, 3)
+    assert cache("7+5=") == TOK.encode_prompt("7+5=")
+
+
+def test_prompt_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
+    cache = PromptCache(TOK, max_entries=2)
+    cache("1+1=")
+    cache("2+2=")
+    cache("1+1=")  # now the most recent
+    cache("3+3=")  # evicts 2+2=
+    assert len(cache) == 2
+    misses = cache.misses
+    cache("1+1=")
+    assert cache.misses == misses
+    cache("2+2=")
+    assert cache.misses == misses + 1
+    with pytest.raises(ValueError, match="max_entries >= 1"):
+        PromptCache(TOK, max_entries=0)
+
+
+def test_prompt_cache_does_not_cache_errors() -> None:
+    no_template = HFTokenizer(digit_tokenizer())
+    cache = PromptCache(no_template)
+    chat = [{"role": "user", "content": "1+2="}]
+    for _ in range(2):
+        with pytest.raises(TokenizerError, match="chat template"):
+            cache(chat)
+    assert len(cache) == 0
+    assert cache.misses == 2
+
+
+def test_encode_prompts_with_the_cache_equals_without() -> None:
+    prompts = ["7+5=", "1+2=", "rev abc=", "7+5="]
+    plain = encode_prompts(TOK, prompts, 16)
+    cached = encode_prompts(TOK, prompts, 16, encode=PromptCache(TOK))
+    assert all(torch.equal(a, b) for a, b in zip(plain, cached, strict=True))
+    assert plain[0].dtype == plain[1].dtype == torch.long
