@@ -149,25 +149,63 @@ def _demo(quick: bool) -> list[Figure]:
     try:
         for balance in (True, False):
             with tempfile.TemporaryDirectory(prefix="bench-demo-") as run_dir:
-                parts, step_s, workers = demo_step_parts(
+                demo = demo_step_parts(
                     backend, Path(run_dir), steps=steps, skip=skip, balance=balance
                 )
             figures.append(
                 share_figure(
                     f"demo_orchestration_share_balance_{'on' if balance else 'off'}",
-                    f"demo step orchestration share (Ray, {workers} workers), "
+                    f"demo step orchestration share (Ray, {demo.workers} workers), "
                     f"balance_batch={'on' if balance else 'off (default)'}",
-                    {k: parts[k] for k in SHARE_PARTS},
-                    wall_s=step_s,
+                    {k: demo.parts[k] for k in SHARE_PARTS},
+                    wall_s=demo.step_s,
                     repeats=steps - skip,
                     target=None if balance else SHARE_TARGET,  # on the default (off)
                     note="ray.timeline task:execute intervals in the workers; driver "
                     "submit/wait stamped by a wrapping backend; repeats = measured steps",
                 )
             )
+        figures += _demo_cpu_figures(demo, steps - skip)  # the default (balance off)
     finally:
         backend.shutdown()
     return figures
+
+
+def _demo_cpu_figures(demo: Any, repeats: int) -> list[Figure]:
+    """The CPU side of the demo run (``demo``: a ``DemoStep``): the share of the cores it
+    keeps busy, and the slow rank's excess time split by what its thread did."""
+    from benchmarks.suite_cpu import cores
+
+    n = cores()
+    cpu, slow, step = demo.cpu, demo.slow, demo.step_s
+    return [
+        share_figure(
+            "demo_cpu_utilisation",
+            f"demo run CPU use, share of {n} cores (driver, workers, Ray daemons)",
+            {"driver": cpu["driver"], "workers": cpu["workers"], "Ray daemons": cpu["other"]},
+            wall_s=step,
+            repeats=repeats,
+            note="CPU seconds from /proc/PID/stat of the driver and its descendants over "
+            "the measured steps / (wall x cores); run-queue seconds per step: workers "
+            f"{cpu['workers_runqueue_s'] / repeats * 1e3:.1f} ms, driver "
+            f"{cpu['driver_runqueue_s'] / repeats * 1e3:.1f} ms",
+        ),
+        share_figure(
+            "demo_slow_rank_excess",
+            "demo step: slow rank's extra time in a method over the fast rank, split",
+            {
+                "more CPU work": slow["more_cpu"] / step,
+                "runnable, descheduled": slow["more_runqueue"] / step,
+                "asleep": slow["more_blocked"] / step,
+            },
+            wall_s=step,
+            repeats=repeats,
+            note="per call: longest minus shortest rank's wall, on-CPU and run-queue time of "
+            "the calling thread (/proc/thread-self/schedstat); start skew (outside the "
+            f"method) {slow['start_skew'] / step:.1%} of the step; "
+            f"{slow['calls']:.0f} calls per step",
+        ),
+    ]
 
 
 def _tokens(quick: bool) -> list[Figure]:

@@ -7,34 +7,71 @@ the first shapes) are left out. Worker busy intervals come from Ray's task timel
 runs a method of a host actor (argument decoding and result storing are *not* busy time).
 Driver intervals come from a :class:`TimedBackend` wrapped around the Ray backend, which stamps
 every ``submit`` and ``wait``. Both clocks are the host's wall clock (one machine).
+
+The CPU side (:mod:`benchmarks.suite_cpu`) is measured in the same run: the workers are the
+trainer's own, subclassed to clock every data-parallel call (on-CPU, run-queue and asleep time
+of the calling thread), and the CPU seconds of the driver, the workers and the rest of the
+local Ray cluster over the window give the share of the cores the run keeps busy.
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import ray
 import structlog
 
+from benchmarks.suite_cpu import (
+    ClockedActor,
+    Snapshot,
+    call_clocks,
+    snapshot,
+    split_slow_rank,
+    utilisation,
+    worker_pid,
+)
 from benchmarks.suite_intervals import Interval, orchestration_parts
-from runtime import Backend, HostLaunch, RankCall, ResourcePool
+from runtime import Backend, HostLaunch, RankCall, ResourcePool, WorkerSpec
 
-__all__ = ["TimedBackend", "demo_step_parts"]
+__all__ = ["DemoStep", "TimedBackend", "demo_step_parts"]
+
+
+@attrs.frozen
+class DemoStep:
+    """What :func:`demo_step_parts` measured over the window of the measured steps.
+
+    ``parts``: fractions of the window (:data:`benchmarks.suite_intervals.PARTS`);
+    ``step_s``: mean step wall time; ``workers``: worker processes seen busy; ``cpu``: the
+    share of the cores used by ``driver``, ``workers`` and ``other`` (the Ray daemons) and
+    ``total`` (:func:`benchmarks.suite_cpu.utilisation`), with run-queue seconds; ``slow``:
+    the slow rank's excess time per step, split (:func:`benchmarks.suite_cpu.split_slow_rank`,
+    seconds divided by the measured steps).
+    """
+
+    parts: dict[str, float]
+    step_s: float
+    workers: int
+    cpu: dict[str, float]
+    slow: dict[str, float]
 
 
 class TimedBackend:
     """A :class:`runtime.Backend` that forwards to ``inner`` and records the wall-clock
-    intervals of every ``submit`` and ``wait``."""
+    intervals of every ``submit`` and ``wait``, and the calling thread's CPU seconds inside
+    them (``backend_cpu_s``: the engine's client work, e.g. Ray's serialisation and gets)."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.submits: list[Interval] = []
         self.waits: list[Interval] = []
+        self.backend_cpu_s = 0.0
 
     def reserve(self, pool: ResourcePool, *, timeout: float) -> Sequence[str]:
         return self.inner.reserve(pool, timeout=timeout)
@@ -51,18 +88,20 @@ class TimedBackend:
         return self.inner.spawn(launches, timeout=timeout)
 
     def submit(self, workers: Sequence[object], calls: Sequence[RankCall]) -> Sequence[object]:
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.thread_time()
         try:
             return self.inner.submit(workers, calls)
         finally:
             self.submits.append((t0, time.time()))
+            self.backend_cpu_s += time.thread_time() - cpu0
 
     def wait(self, pending: Sequence[object], *, timeout: float | None) -> list[Any]:
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.thread_time()
         try:
             return self.inner.wait(pending, timeout=timeout)
         finally:
             self.waits.append((t0, time.time()))
+            self.backend_cpu_s += time.thread_time() - cpu0
 
     def share(self, value: object) -> object:
         return self.inner.share(value)
@@ -113,11 +152,12 @@ def _busy_intervals(
 
 def demo_step_parts(
     backend: Backend, run_dir: Path, *, steps: int, skip: int, balance: bool | None
-) -> tuple[dict[str, float], float, int]:
-    """Train the demo on ``backend`` (Ray) and return the orchestration parts, the mean step
-    wall time (s) over the measured steps and the number of worker processes seen.
-    ``balance``: the value of ``trainer.balance_batch`` (``None``: leave the config's)."""
+) -> DemoStep:
+    """Train the demo on ``backend`` (a local Ray cluster this process started) and measure
+    steps ``skip + 1 .. steps``. ``balance``: the value of ``trainer.balance_batch``
+    (``None``: leave the config's)."""
     from ppo import PPOTrainer, load_config
+    from ppo.tokenizer import load_tokenizer
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     overrides = [
@@ -134,13 +174,30 @@ def demo_step_parts(
         overrides.append(f"trainer.balance_batch={str(balance).lower()}")
     timed = TimedBackend(backend)
     stamps: dict[int, float] = {}
+    snaps: dict[int, Snapshot] = {}
+
+    def on_step(row: dict[str, Any]) -> None:
+        step = int(row["step"])
+        if step == skip:
+            snaps[step] = snapshot()  # before the window opens
+        stamps[step] = time.time()
+        if step == steps:
+            snaps[step] = snapshot()
+
+    config = load_config("demo", overrides)
+    tokenizer = load_tokenizer(None)
     with PPOTrainer(
         backend=timed,
-        config=load_config("demo", overrides),
-        on_step=lambda row: stamps.__setitem__(int(row["step"]), time.time()),
+        config=config,
+        tokenizer=tokenizer,
+        actor_spec=WorkerSpec.of(ClockedActor, config, tokenizer),
+        on_step=on_step,
     ) as trainer:
         trainer.init_workers()
         trainer.fit()
+        assert trainer.actor is not None
+        pids = sorted(set(trainer.actor.run_function(worker_pid)))
+        clocks = trainer.actor.run_function(call_clocks)
         # Workers report task events about once a second; read them while they still live.
         time.sleep(2.5)
         events: list[dict[str, Any]] = list(ray.timeline() or [])
@@ -149,4 +206,7 @@ def demo_step_parts(
     if not busy:
         raise RuntimeError("ray.timeline() has no host actor task in the measured window")
     parts = orchestration_parts(window, busy, timed.submits, timed.waits)
-    return parts, (window[1] - window[0]) / (steps - skip), len(busy)
+    cpu = utilisation(snaps[skip], snaps[steps], {"driver": [os.getpid()], "workers": pids})
+    n = steps - skip
+    slow = {k: v / n for k, v in split_slow_rank(clocks, window).items()}
+    return DemoStep(parts, (window[1] - window[0]) / n, len(busy), cpu, slow)
