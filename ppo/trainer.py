@@ -980,8 +980,7 @@ def _check_even_split(rows: int, group: WorkerGroup[Any], role: str) -> None:
 
 def _data_metrics(batch: Batch, max_response_len: int) -> dict[str, float]:
     """The step's data metrics, named as verl names them (see docs/metrics.md), from the
-    controller's columns (:mod:`ppo.dataflow`). Each is a 0-d tensor until one ``tolist()``
-    turns them all into floats (float32 values widen to float64 exactly)."""
+    controller's columns (:mod:`ppo.dataflow`)."""
     t = batch.tensors
     mask = t[C.RESPONSE_MASK].float()
     lengths = mask.sum(dim=1)
@@ -990,32 +989,26 @@ def _data_metrics(batch: Batch, max_response_len: int) -> dict[str, float]:
     clipped = (lengths >= max_response_len) & ~t[C.ENDS_WITH_EOS]
     valid = mask.bool()
     adv, score = t[C.ADVANTAGES], t[C.SCORE]
-    valid_adv = adv[valid]
-    no_adv = torch.zeros(())
     out = {
-        "critic/score/mean": score.mean(),
-        "critic/score/max": score.max(),
-        "critic/score/min": score.min(),
-        "critic/rewards/mean": t[C.TOKEN_LEVEL_REWARDS].sum(dim=1).mean(),
-        "critic/acc/mean": t[C.ACC].mean(),
-        "critic/advantages/mean": masked_mean(adv, mask),
-        "critic/advantages/max": valid_adv.max() if valid_adv.numel() else no_adv,
-        "critic/advantages/min": valid_adv.min() if valid_adv.numel() else no_adv,
-        "response_length/mean": lengths.mean(),
-        "response_length/max": lengths.max(),
-        "response_length/min": lengths.min(),
-        "response_length/clip_ratio": clipped.float().mean(),
-        "prompt_length/mean": prompt_lengths.mean(),
-        "actor/entropy_rollout": masked_mean(t[C.ENTROPY], mask),
+        "critic/score/mean": float(score.mean()),
+        "critic/score/max": float(score.max()),
+        "critic/score/min": float(score.min()),
+        "critic/rewards/mean": float(t[C.TOKEN_LEVEL_REWARDS].sum(dim=1).mean()),
+        "critic/acc/mean": float(t[C.ACC].mean()),
+        "critic/advantages/mean": float(masked_mean(adv, mask)),
+        "critic/advantages/max": float(adv[valid].max()) if valid.any() else 0.0,
+        "critic/advantages/min": float(adv[valid].min()) if valid.any() else 0.0,
+        "response_length/mean": float(lengths.mean()),
+        "response_length/max": float(lengths.max()),
+        "response_length/min": float(lengths.min()),
+        "response_length/clip_ratio": float(clipped.float().mean()),
+        "prompt_length/mean": float(prompt_lengths.mean()),
+        "actor/entropy_rollout": float(masked_mean(t[C.ENTROPY], mask)),
     }
     if C.VALUES in t:
-        out["critic/values/mean"] = masked_mean(t[C.VALUES], mask)
-        out["critic/returns/mean"] = masked_mean(t[C.RETURNS], mask)
+        out["critic/values/mean"] = float(masked_mean(t[C.VALUES], mask))
+        out["critic/returns/mean"] = float(masked_mean(t[C.RETURNS], mask))
     if C.REF_LOG_PROBS in t:
         kl = t[C.OLD_LOG_PROBS] - t[C.REF_LOG_PROBS]
-        out["actor/reward_kl_penalty"] = masked_mean(kl, mask)
-    values = torch.stack([v.detach().to(torch.float64).reshape(()) for v in out.values()])
-    return {
-        k: (v if math.isfinite(v) else float("nan"))
-        for k, v in zip(out, values.tolist(), strict=True)
-    }
+        out["actor/reward_kl_penalty"] = float(masked_mean(kl, mask))
+    return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
