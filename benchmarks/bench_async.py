@@ -149,7 +149,7 @@ def main() -> int:
     sync = results[0]
     print(
         f"{'run':<10} {'s to 0.80':>9} {'speed-up':>8} {'samples/s':>9} {'val end':>7} "
-        f"{'CPU use':>7}"
+        f"{'CPU use':>7} {'machine':>7}"
     )
     for r in results:
         speedup = (
@@ -162,13 +162,14 @@ def main() -> int:
         print(
             f"{r['run']:<10} {reach if reach is not None else 'never':>9} "
             f"{speedup or float('nan'):8.2f} {r['samples_per_s']:9.1f} {r['val_final']:7.3f} "
-            f"{r['cpu_share']['total']:7.1%}"
+            f"{r['cpu_share']['total']:7.1%} {r['cpu_share']['machine']:7.1%}"
         )
     busy = sync["cpu_share"]["total"]
     bound = round(1 / busy, 2) if busy > 0 else None
     print(
         f"sync keeps {busy:.1%} of {cores()} cores busy: overlapping the same work can speed "
-        f"it up at most {bound}x"
+        f"it up at most {bound}x (the machine, other jobs included, was "
+        f"{sync['cpu_share']['machine']:.0%} busy meanwhile)"
     )
     out = REPO / "benchmarks" / "results" / "async.json"
     out.write_text(

@@ -186,9 +186,10 @@ def _demo_cpu_figures(demo: Any, repeats: int) -> list[Figure]:
             wall_s=step,
             repeats=repeats,
             note="CPU seconds from /proc/PID/stat of the driver and its descendants over "
-            "the measured steps / (wall x cores); run-queue seconds per step: workers "
-            f"{cpu['workers_runqueue_s'] / repeats * 1e3:.1f} ms, driver "
-            f"{cpu['driver_runqueue_s'] / repeats * 1e3:.1f} ms",
+            "the measured steps / (wall x cores); runnable but waiting for a CPU, per step: "
+            f"workers {cpu['workers_runqueue_s'] / repeats * 1e3:.1f} ms, driver "
+            f"{cpu['driver_runqueue_s'] / repeats * 1e3:.1f} ms; whole machine (other jobs "
+            f"too) {cpu['machine']:.0%} busy",
         ),
         share_figure(
             "demo_slow_rank_excess",

@@ -171,11 +171,23 @@ def split_slow_rank(
 
 @attrs.frozen
 class Snapshot:
-    """CPU and run-queue seconds per process (pid), and the host's wall clock, at one time."""
+    """CPU and run-queue seconds per process (pid), the host's wall clock, and the busy and
+    idle CPU seconds of the whole machine (every process, other users' too), at one time."""
 
     time: float
     cpu: Mapping[int, float]
     runqueue: Mapping[int, float]
+    machine_busy: float = 0.0
+    machine_idle: float = 0.0
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """``(busy, idle)`` CPU seconds of all CPUs since boot (``/proc/stat``, first line)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / _TICK, idle / _TICK
 
 
 def _parents() -> dict[int, int]:
@@ -222,7 +234,8 @@ def snapshot(root: int | None = None) -> Snapshot:
         with contextlib.suppress(OSError, ValueError, IndexError):
             cpu[pid] = _process_cpu(pid)
             runq[pid] = _process_runqueue(pid)
-    return Snapshot(time=time.time(), cpu=cpu, runqueue=runq)
+    busy, idle = _machine_cpu()
+    return Snapshot(time=time.time(), cpu=cpu, runqueue=runq, machine_busy=busy, machine_idle=idle)
 
 
 def cores() -> int:
@@ -235,7 +248,9 @@ def utilisation(
 ) -> dict[str, float]:
     """Share of ``cores()`` x wall time that each group of pids used between the snapshots
     (``groups`` maps a name to pids; every other pid seen in both snapshots is ``other``),
-    and ``total``. Also ``<name>_runqueue_s``: that group's seconds runnable but waiting."""
+    and ``total``. Also ``<name>_runqueue_s``: that group's seconds runnable but waiting, and
+    ``machine``: the share of all CPUs busy with anything (other users' jobs included), which
+    says whether the run had idle CPU left at all."""
     capacity = (after.time - before.time) * cores()
     if capacity <= 0:
         raise ValueError("the second snapshot must be later than the first")
@@ -247,4 +262,7 @@ def utilisation(
         out[name] = sum(after.cpu[p] - before.cpu[p] for p in live) / capacity
         out[f"{name}_runqueue_s"] = sum(after.runqueue[p] - before.runqueue[p] for p in live)
     out["total"] = sum(out[name] for name in [*groups, "other"])
+    busy = after.machine_busy - before.machine_busy
+    idle = after.machine_idle - before.machine_idle
+    out["machine"] = busy / (busy + idle) if busy + idle > 0 else 0.0
     return out

@@ -74,9 +74,19 @@ def test_split_slow_rank_pairs_the_kth_calls_and_splits_the_excess() -> None:
 
 def test_utilisation_shares_the_cores_between_groups() -> None:
     n = cores()
-    before = Snapshot(time=100.0, cpu={1: 5.0, 2: 1.0, 3: 0.0}, runqueue={1: 0.0, 2: 0.0, 3: 0.0})
+    before = Snapshot(
+        time=100.0,
+        cpu={1: 5.0, 2: 1.0, 3: 0.0},
+        runqueue={1: 0.0, 2: 0.0, 3: 0.0},
+        machine_busy=10.0,
+        machine_idle=50.0,
+    )
     after = Snapshot(
-        time=102.0, cpu={1: 6.0, 2: 2.0, 3: 0.5, 4: 9.0}, runqueue={1: 0.2, 2: 0.1, 3: 0.0, 4: 0.0}
+        time=102.0,
+        cpu={1: 6.0, 2: 2.0, 3: 0.5, 4: 9.0},
+        runqueue={1: 0.2, 2: 0.1, 3: 0.0, 4: 0.0},
+        machine_busy=13.0,
+        machine_idle=51.0,
     )
     out = utilisation(before, after, {"driver": [1], "workers": [2]})
     assert out["driver"] == pytest.approx(1.0 / (2 * n))
@@ -84,6 +94,7 @@ def test_utilisation_shares_the_cores_between_groups() -> None:
     assert out["other"] == pytest.approx(0.5 / (2 * n))  # pid 4 started inside: not counted
     assert out["total"] == pytest.approx(2.5 / (2 * n))
     assert out["driver_runqueue_s"] == pytest.approx(0.2)
+    assert out["machine"] == pytest.approx(3.0 / 4.0)
     with pytest.raises(ValueError, match="later"):
         utilisation(after, before, {})
 
@@ -94,7 +105,9 @@ def test_snapshot_reads_this_process_cpu() -> None:
     second = snapshot()
     me = os.getpid()
     assert second.cpu[me] - first.cpu[me] >= 0.08  # clock ticks: 10 ms resolution
-    assert utilisation(first, second, {"me": [me]})["me"] > 0
+    shares = utilisation(first, second, {"me": [me]})
+    assert shares["me"] > 0
+    assert 0 < shares["machine"] <= 1
 
 
 def test_clocked_actor_records_every_data_parallel_call_of_a_real_run(tmp_path: Path) -> None:
