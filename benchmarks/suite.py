@@ -12,7 +12,8 @@ counted figures say how they were counted. Targets of issue 11 are printed met/M
 
 Parts (``--only``): ``calls`` (Ray and Monarch by ranks, in-process), ``data`` (64/256 MB round
 trips, serializations, driver copies, Batch ops), ``demo`` (the demo step's orchestration
-share, with and without ``trainer.balance_batch``), ``tokens`` (generation/training tokens/s).
+share, with and without ``trainer.balance_batch``, and its CPU side: the share of the cores the
+run uses and why the slow rank is slow), ``tokens`` (generation/training tokens/s).
 The slow training benchmarks are separate scripts (``make bench-training``).
 """
 
