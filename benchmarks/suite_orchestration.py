@@ -37,7 +37,7 @@ from benchmarks.suite_cpu import (
     utilisation,
     worker_pid,
 )
-from benchmarks.suite_intervals import Interval, orchestration_parts
+from benchmarks.suite_intervals import Interval, merge, orchestration_parts
 from runtime import Backend, HostLaunch, RankCall, ResourcePool, WorkerSpec
 
 __all__ = ["DemoStep", "TimedBackend", "demo_step_parts"]
@@ -52,7 +52,8 @@ class DemoStep:
     share of the cores used by ``driver``, ``workers`` and ``other`` (the Ray daemons) and
     ``total`` (:func:`benchmarks.suite_cpu.utilisation`), with run-queue seconds; ``slow``:
     the slow rank's excess time per step, split (:func:`benchmarks.suite_cpu.split_slow_rank`,
-    seconds divided by the measured steps).
+    seconds divided by the measured steps); ``worker_busy``: each worker process's share of the
+    window spent running a method, largest first.
     """
 
     parts: dict[str, float]
@@ -60,6 +61,7 @@ class DemoStep:
     workers: int
     cpu: dict[str, float]
     slow: dict[str, float]
+    worker_busy: list[float] = attrs.field(factory=list)
 
 
 class TimedBackend:
@@ -151,11 +153,17 @@ def _busy_intervals(
 
 
 def demo_step_parts(
-    backend: Backend, run_dir: Path, *, steps: int, skip: int, balance: bool | None
+    backend: Backend,
+    run_dir: Path,
+    *,
+    steps: int,
+    skip: int,
+    balance: bool | None,
+    extra: Sequence[str] = (),
 ) -> DemoStep:
     """Train the demo on ``backend`` (a local Ray cluster this process started) and measure
     steps ``skip + 1 .. steps``. ``balance``: the value of ``trainer.balance_batch``
-    (``None``: leave the config's)."""
+    (``None``: leave the config's); ``extra``: more config overrides (e.g. an async layout)."""
     from ppo import PPOTrainer, load_config
     from ppo.tokenizer import load_tokenizer
 
@@ -172,6 +180,7 @@ def demo_step_parts(
     ]
     if balance is not None:
         overrides.append(f"trainer.balance_batch={str(balance).lower()}")
+    overrides += extra
     timed = TimedBackend(backend)
     stamps: dict[int, float] = {}
     snaps: dict[int, Snapshot] = {}
@@ -196,7 +205,8 @@ def demo_step_parts(
         trainer.init_workers()
         trainer.fit()
         assert trainer.actor is not None
-        pids = sorted(set(trainer.actor.run_function(worker_pid)))
+        groups = [g for g in (trainer.actor, trainer.rollout) if g is not None]
+        pids = sorted({p for g in groups for p in g.run_function(worker_pid)})
         clocks = trainer.actor.run_function(call_clocks)
         # Workers report task events about once a second; read them while they still live.
         time.sleep(2.5)
@@ -209,4 +219,12 @@ def demo_step_parts(
     cpu = utilisation(snaps[skip], snaps[steps], {"driver": [os.getpid()], "workers": pids})
     n = steps - skip
     slow = {k: v / n for k, v in split_slow_rank(clocks, window).items()}
-    return DemoStep(parts, (window[1] - window[0]) / n, len(busy), cpu, slow)
+    span = window[1] - window[0]
+    shares = sorted(
+        (
+            sum(max(0.0, min(e, window[1]) - max(b, window[0])) for b, e in merge(v)) / span
+            for v in busy.values()
+        ),
+        reverse=True,
+    )
+    return DemoStep(parts, span / n, len(busy), cpu, slow, shares)
