@@ -20,23 +20,23 @@ whose type parameters already say what a group call takes and returns, so
 
 For a function ``def m(self, *P) -> T`` (or ``async def``; ``T`` is then what it awaits to):
 
-=============================  ==================  =====================  ===================
-mode                           group.call params   ``call`` returns       ``submit`` returns
-=============================  ==================  =====================  ===================
-ONE_TO_ALL                     ``P``               ``list[T]``            ``GroupFuture[list[T]]``
-Execute.RANK_ZERO /            ``P``               ``T``                  ``GroupFuture[T]``
-Dispatch.RANK_ZERO
-ALL_TO_ALL, DP_COMPUTE         (``call_per_rank``) ``list[T]``            ``GroupFuture[list[T]]``
-DP_COMPUTE_PROTO, mesh modes   ``Batch | BatchFuture, *P``  ``Batch``     ``BatchFuture``
-(``T`` must be ``Batch``)
-DP_COMPUTE_PROTO_WITH_FUNC     ``F, Batch | BatchFuture, *P``  ``Batch``  ``BatchFuture``
-DP_COMPUTE_METRIC              ``Batch | BatchFuture, *P``  ``list[T]``   ``GroupFuture[list[T]]``
-custom modes                   ``P``               ``Any`` (the collect   ``GroupFuture[Any]``
-                                                   function's result)
-=============================  ==================  =====================  ===================
+============================  ==================================================
+mode                          what a group call takes and returns
+============================  ==================================================
+ONE_TO_ALL                    ``call(m, *P) -> list[T]``
+Execute.RANK_ZERO, RANK_ZERO  ``call(m, *P) -> T``
+ALL_TO_ALL, DP_COMPUTE        ``call_per_rank(m, [m.bind(*P), ...]) -> list[T]``
+DP_COMPUTE_PROTO, mesh modes  ``call(m, Batch | BatchFuture, *P) -> Batch``
+..._PROTO_WITH_FUNC           ``call(m, F, Batch | BatchFuture, *P) -> Batch``
+DP_COMPUTE_METRIC             ``call(m, Batch | BatchFuture, *P) -> list[T]``
+custom modes                  ``call(m, *P) -> Any``
+============================  ==================================================
 
-``P`` above is the function's parameters after ``self`` (after ``self`` and the batch, or the
-function and the batch, for the sharded modes: the batch goes first and is positional).
+``submit`` (``submit_per_rank``) takes the same arguments and returns a ``BatchFuture`` where
+``call`` returns a ``Batch``, else a ``GroupFuture`` of what ``call`` returns.
+For the sharded modes ``P`` is what follows the batch (or the function ``F`` and the batch),
+the batch is positional, and ``T`` must be ``Batch`` except for DP_COMPUTE_METRIC. Per-rank
+methods are submitted with ``submit_per_rank``.
 
 **Padding** is a setting of the method or of the group, never of the data: the sharded modes
 take ``@register(..., pad=True)``, which pads a batch whose rows do not split evenly over the
@@ -302,9 +302,14 @@ class Registrar:
             raise DispatchError(f"{fn.fn.__qualname__} is already registered; apply @register once")
         if not callable(fn):
             raise DispatchError(f"@register applies to functions, got {fn!r}")
-        name = getattr(fn, "__name__", repr(fn))
-        meta = MethodMeta(name, self._dispatch, self._execute, inspect.iscoroutinefunction(fn))
-        return fn, attrs.evolve(meta, pad=self._pad)
+        meta = MethodMeta(
+            name=getattr(fn, "__name__", repr(fn)),
+            dispatch=self._dispatch,
+            execute=self._execute,
+            is_async=inspect.iscoroutinefunction(fn),
+            pad=self._pad,
+        )
+        return fn, meta
 
 
 class BroadcastRegistrar(Registrar):
