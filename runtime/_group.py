@@ -182,9 +182,20 @@ class SpawnOptions:
     def __attrs_post_init__(self) -> None:
         if (self.master_addr is None) != (self.master_port is None):
             raise ValueError(
-                f"master_addr={self.master_addr!r} and master_port={self.master_port!r}: give "
-                "both or neither"
+                f"SpawnOptions: master_addr={self.master_addr!r} and "
+                f"master_port={self.master_port!r}: give both or neither"
             )
+        if not self.start_timeout > 0:
+            raise ValueError(
+                f"SpawnOptions: start_timeout={self.start_timeout!r} must be > 0 seconds"
+            )
+        if self.port_range is not None:
+            lo, hi = self.port_range
+            if not 0 < lo < hi <= 65536:
+                raise ValueError(
+                    f"SpawnOptions: port_range={self.port_range!r} must be (lo, hi) with "
+                    "0 < lo < hi <= 65536"
+                )
 
 
 def _options(options: SpawnOptions | None) -> SpawnOptions:
