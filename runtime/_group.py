@@ -6,9 +6,11 @@
     group.call(Adder.add, 1)            # list[int], one per rank (ONE_TO_ALL)
     group.call(Adder.step, batch)       # Batch, split over ranks and concatenated (DP modes)
     fut = group.submit(Adder.step, batch)   # BatchFuture; fut.get(timeout=5) or pass it on
+    group.with_padding().call(Adder.step, batch)   # pads a batch that does not split evenly
 
-mypy checks each call against the worker method's parameters and types the result from the
-method's dispatch mode (see :mod:`runtime._register`).
+``call`` and ``submit`` have one signature each: ``@register`` already computed, per dispatch
+mode, the parameters a call takes and what it returns (see :mod:`runtime._register`), and mypy
+checks each call against them.
 """
 
 from __future__ import annotations
