@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,7 @@ __all__ = [
     "RayHost",
     "final_context",
     "host_class",
+    "is_call_task",
 ]
 
 #: The concurrency group of liveness probes (one thread, separate from user methods).
@@ -192,6 +194,17 @@ def host_class(roles: Sequence[tuple[str, type[Any]]]) -> HostClass:
         found = HostClass(actor_class(cls_, concurrency_groups={CONTROL_GROUP: 1}), methods)
         _classes[key] = found
         return found
+
+
+#: A host actor's user-call task as Ray's timeline names it (``cat``): ``invoke`` or a
+#: generated ``<role>__<method>`` of ``RayHost`` or a subclass ``RayHost[<roles>]``.
+_CALL_TASK = re.compile(r"RayHost(\[[^\]]*\])?\.(invoke|\w+__\w+)$")
+
+
+def is_call_task(category: str) -> bool:
+    """Whether a Ray timeline event category (``cat``, e.g. ``task::RayHost[actor].actor__
+    update``) is a host actor running a worker method (not ``start``, ``ping`` or ``nop``)."""
+    return _CALL_TASK.search(category) is not None
 
 
 def _direct(role: str, method: str, name: str) -> Callable[..., Any]:

@@ -19,7 +19,7 @@ from ray.actor import ActorHandle
 from runtime import Batch, ResourcePool, WorkerGroup, WorkerSpec
 from runtime.backend import RankCall
 from runtime.errors import RemoteMethodError
-from runtime_ray import RayBackend, RayWorker, _casts
+from runtime_ray import RayBackend, RayWorker, _casts, is_call_task
 from runtime_ray._host_actor import RayHost, host_class
 from tests.ray.workers import Crashy, Probe
 
@@ -107,3 +107,15 @@ def test_errors_of_the_direct_path_name_role_rank_and_method(
     assert (err.role, err.rank, err.method) == ("probe", 0, "fail")
     assert err.remote_type == "KeyError"
     assert paths.direct == ["probe__fail"] * 2
+
+
+def test_timeline_categories_of_user_calls() -> None:
+    """The benchmark suite finds the workers' busy time by these names in Ray's timeline."""
+    hosted = host_class([("probe", Probe)])
+    name = hosted.methods[("probe", "echo")]
+    assert is_call_task(f"task::RayHost[probe].{name}")
+    assert is_call_task("task::RayHost[actor+ref].actor__update_policy")
+    assert is_call_task("task::RayHost.invoke")
+    for other in ("start", "ping", "nop"):
+        assert not is_call_task(f"task::RayHost[probe].{other}")
+    assert not is_call_task("task::g:probe:0:RayHost[probe].__init__")
