@@ -2,8 +2,9 @@
 
 :class:`RayHost` is a plain class. :func:`host_class` derives from it, once per combination of
 hosted roles and worker classes, a subclass with **one actor method per registered worker
-method** (``<role>__<method>``) and wraps it with ``ray.remote`` (cached, so Ray exports each
-class once). A call with at most one argument and no lifted handles is then
+method** (``<role>__<method>``) and wraps it with ``ray.remote`` (cached for the driver's
+lifetime, so Ray exports each class once). A call with at most one argument that is neither a
+lifted handle nor a raw ``ObjectRef`` is then
 ``actor.<role>__<method>.remote(*args, **kwargs)``, exactly what a raw Ray call sends: no
 envelope, nothing at all for a call without arguments. Every other call (lifted handles, several
 arguments, built-in calls, attached groups) goes through :meth:`RayHost.invoke` with one
