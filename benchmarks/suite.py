@@ -75,14 +75,9 @@ def _ray_calls(plan: Any, measure: Callable[..., list[Figure]]) -> list[Figure]:
     def actors(group: Any) -> list[Any]:
         return [w.actor for w in group.workers if isinstance(w, RayWorker)]
 
-    def burst(
-        handles: Sequence[Any], payload: tuple[Any, ...] | None
-    ) -> Callable[[], Callable[[], object]]:
+    def burst(handles: Sequence[Any], args: tuple[Any, ...]) -> Callable[[], Callable[[], object]]:
         def start() -> Callable[[], object]:
-            if payload is None:
-                refs = [host_ref(h).ping.remote() for h in handles]
-            else:
-                refs = [host_ref(h).invoke.remote(payload) for h in handles]
+            refs = [host_ref(h).nop.remote(*args) for h in handles]
             return lambda: ray.get(refs)
 
         return start
@@ -104,14 +99,9 @@ def _monarch_calls(plan: Any, measure: Callable[..., list[Figure]]) -> list[Figu
     def actors(group: Any) -> list[Any]:
         return [w.actor for w in group.workers if isinstance(w, MonarchWorker)]
 
-    def burst(
-        handles: Sequence[Any], payload: tuple[Any, ...] | None
-    ) -> Callable[[], Callable[[], object]]:
+    def burst(handles: Sequence[Any], args: tuple[Any, ...]) -> Callable[[], Callable[[], object]]:
         def start() -> Callable[[], object]:
-            if payload is None:
-                futures = [h.ping.call_one() for h in handles]
-            else:  # Monarch's invoke also takes the resolved handles (none here)
-                futures = [h.invoke.call_one((*payload, ())) for h in handles]
+            futures = [h.nop.call_one(*args) for h in handles]
             return lambda: [f.get() for f in futures]
 
         return start

@@ -1,17 +1,32 @@
-"""Per-call overhead: each backend against its raw engine on the same processes.
+"""Per-call overhead: each backend against its raw engine on the same processes, like for like.
 
-For every rank count, one group of :class:`~benchmarks.suite_workers.Echo` is started and
-measured two ways against a raw call of the **same** host actors/processes:
+For every rank count, one group of :class:`~benchmarks.suite_workers.Echo` is started and its
+calls are timed against raw engine calls of a trivial method of the **same** host
+actors/processes, ``nop``, which returns its first argument (``None`` without one) and runs
+none of our code (Ray: ``RayHost.nop`` in the worker methods' concurrency group; Monarch: the
+``MonarchHost.nop`` endpoint):
 
-* **blocking**: ``group.call(Echo.echo, 1)`` (ONE_TO_ALL, a list back) against one raw call
-  per rank, then waiting for all (Ray: ``ray.get([h.ping.remote() ...])``; Monarch:
-  ``[a.ping.call_one() ...]`` then ``.get()`` each). ``ping`` is the host's trivial endpoint:
-  it goes through the engine alone, with none of our dispatch, lookup or error handling;
-* **pipelined**: ``depth`` calls submitted before any is awaited (``group.submit``) against
-  ``depth`` rounds of raw calls submitted before any is awaited; one sample is one such burst
-  (its absolute medians are reported per call: burst time / ``depth``).
+* **no argument** (the issue's trivial call; rows ``{backend}_{mode}_{ranks}``, plotted):
+  ``group.call(Echo.noop)`` (``ONE_TO_ALL``, a list of ``None`` back) against, per rank, one
+  raw ``nop`` call without arguments, then waiting for all (Ray:
+  ``ray.get([h.nop.remote() ...])``; Monarch: ``[h.nop.call_one() ...]``, then ``.get()``
+  each);
+* **one small argument** (rows ``{backend}_{mode}_arg_{ranks}``, at the rank counts that have
+  targets): ``group.call(Echo.echo, 1)`` against raw ``nop`` calls with the same argument
+  (``h.nop.remote(1)``; ``h.nop.call_one(1)``).
 
-The in-process backend's per-call cost is measured against a direct method call.
+Each is measured two ways:
+
+* **blocking**: one call, waited for, per sample;
+* **pipelined**: ``depth`` calls submitted before any is awaited (``group.submit``, then
+  ``.get()`` each) against ``depth`` rounds of raw calls submitted before any is awaited; one
+  sample is one such burst (its absolute medians are reported per call: burst time /
+  ``depth``).
+
+Ours includes everything a user's call does on the driver (argument checks, dispatch, the
+backend's submit and wait with their failure polling, collection) and on the worker (the
+host's lookup, context and error handling). The in-process backend's per-call cost is
+measured against a direct method call.
 """
 
 from __future__ import annotations
@@ -26,9 +41,10 @@ from benchmarks.suite_timing import alternate
 from benchmarks.suite_workers import Echo
 from runtime import Backend, ResourcePool, WorkerGroup, WorkerSpec
 
-__all__ = ["CallPlan", "TARGETS", "inprocess_figure", "measure_backend"]
+__all__ = ["TARGETS", "CallPlan", "RawBurst", "inprocess_figure", "measure_backend"]
 
-#: Targets of issue 11 (ratio to raw): blocking at 4 and 8 ranks, pipelined at 4 ranks.
+#: Targets of issue 11 (ratio to raw): blocking at 4 and 8 ranks, pipelined at 4 ranks; the
+#: same for the call without and with one argument.
 TARGETS: dict[tuple[str, int], float] = {
     ("blocking", 4): 1.05,
     ("blocking", 8): 1.10,
@@ -47,15 +63,12 @@ class CallPlan:
     pipelined_per_repeat: int
 
 
-#: ``raw_burst(actors, payload)`` returns a function that starts one raw call per actor and
-#: returns a function that waits for them all. ``payload=None``: the host's no-argument
-#: ``ping``; otherwise the host's own ``invoke`` endpoint with ``payload``, the very call our
-#: group sends (the engine's cost of an argument and of our host's dispatch, without any of
-#: the driver-side group code).
-RawBurst = Callable[[Sequence[Any], "tuple[Any, ...] | None"], Callable[[], Callable[[], object]]]
+#: ``raw_burst(actors, args)`` returns a function that starts one raw ``nop(*args)`` call per
+#: actor and returns a function that waits for them all (and returns their results).
+RawBurst = Callable[[Sequence[Any], tuple[Any, ...]], Callable[[], Callable[[], object]]]
 
-#: The calls the groups make: ``Echo.echo(1)`` on role ``echo``.
-ECHO_ARGS: tuple[str, str, tuple[int], dict[str, Any]] = ("echo", "echo", (1,), {})
+#: The argument of the one-argument rows.
+ARG = 1
 
 
 def measure_backend(
@@ -64,44 +77,80 @@ def measure_backend(
     raw_actors: Callable[[WorkerGroup[Echo]], Sequence[Any]],
     raw_burst: RawBurst,
     plan: CallPlan,
-    payload: tuple[Any, ...] = ECHO_ARGS,
 ) -> list[Figure]:
-    """Blocking and pipelined figures of ``backend`` for every rank count of ``plan`` (against
-    ``ping``), and at 4 ranks the blocking call against a raw ``invoke`` of ``payload``."""
+    """Blocking and pipelined figures of ``backend`` for every rank count of ``plan``
+    without an argument, and with one where a target is set (see the module docstring)."""
     figures: list[Figure] = []
     for ranks in plan.ranks:
         group = WorkerGroup(backend, WorkerSpec.of(Echo), ResourcePool.create([ranks]))
         try:
-            handles = raw_actors(group)
-            figures += _measure_group(name, group, raw_burst(handles, None), plan)
-            if ranks == 4:
-                figures += _same_payload(name, group, raw_burst(handles, payload), plan)
+            figures += _measure_group(name, group, raw_burst(raw_actors(group), ()), plan, ())
+            if any(r == ranks for _, r in TARGETS):
+                start = raw_burst(raw_actors(group), (ARG,))
+                figures += _measure_group(name, group, start, plan, (ARG,))
         finally:
             group.shutdown()
     return figures
 
 
 def _measure_group(
-    name: str, group: WorkerGroup[Echo], start: Callable[[], Callable[[], object]], plan: CallPlan
+    name: str,
+    group: WorkerGroup[Echo],
+    start: Callable[[], Callable[[], object]],
+    plan: CallPlan,
+    args: tuple[int, ...],
 ) -> list[Figure]:
-    ranks = group.world_size
+    """``group.call(Echo.noop)`` (no ``args``) or ``group.call(Echo.echo, *args)`` against
+    raw bursts ``start`` of the same arguments."""
+    if args:
+        (arg,) = args
 
-    def ours() -> object:
-        return group.call(Echo.echo, 1)
+        def call() -> object:
+            return group.call(Echo.echo, arg)
+
+        def submit() -> Callable[[], object]:
+            return group.submit(Echo.echo, arg).get
+
+    else:
+
+        def call() -> object:
+            return group.call(Echo.noop)
+
+        def submit() -> Callable[[], object]:
+            return group.submit(Echo.noop).get
+
+    kind = "arg_" if args else ""
+    expect = args[0] if args else None
+    return _measure(name, kind, group.world_size, call, submit, start, plan, expect)
+
+
+def _measure(
+    name: str,
+    kind: str,
+    ranks: int,
+    call: Callable[[], object],
+    submit: Callable[[], Callable[[], object]],
+    start: Callable[[], Callable[[], object]],
+    plan: CallPlan,
+    expect: object,
+) -> list[Figure]:
+    """Blocking and pipelined figures of ``call``/``submit`` against raw bursts ``start``."""
 
     def raw() -> object:
         return start()()
 
     def ours_burst() -> object:
-        futures = [group.submit(Echo.echo, 1) for _ in range(plan.depth)]
-        return [f.get() for f in futures]
+        waits = [submit() for _ in range(plan.depth)]
+        return [w() for w in waits]
 
     def raw_burst() -> object:
         waits = [start() for _ in range(plan.depth)]
         return [w() for w in waits]
 
-    assert ours() == [1] * ranks
-    a, b = alternate(ours, raw, repeats=plan.repeats, per_repeat=plan.per_repeat)
+    # Both sides do the same work: each rank answers ``expect``.
+    assert call() == [expect] * ranks, call()
+    assert raw() == [expect] * ranks
+    a, b = alternate(call, raw, repeats=plan.repeats, per_repeat=plan.per_repeat)
     c, d = alternate(
         ours_burst,
         raw_burst,
@@ -110,36 +159,15 @@ def _measure_group(
         warmup=1,
     )
     return [
-        _figure(name, "blocking", ranks, a, b),
-        _figure(name, f"pipelined x{plan.depth}", ranks, c, d, per_sample=plan.depth),
-    ]
-
-
-def _same_payload(
-    name: str, group: WorkerGroup[Echo], start: Callable[[], Callable[[], object]], plan: CallPlan
-) -> list[Figure]:
-    """``group.call`` (blocking and pipelined) against raw calls of the host's ``invoke`` with
-    the same payload on the same actors: what the driver-side group code (planning, dispatch,
-    futures, collection) adds to the engine's own cost of the call."""
-    assert start()() is not None
-    figures = _measure_group(name, group, start, plan)
-    note = "the raw side calls the host's own invoke endpoint with the group's payload"
-    return [
-        attrs.evolve(
-            f,
-            key=f.key + "_same_payload",
-            title=f.title + ", vs raw invoke of the same payload",
-            base_label=f.base_label + " invoke",
-            target=None,
-            note=note,
-        )
-        for f in figures
+        _figure(name, "blocking", kind, ranks, a, b),
+        _figure(name, f"pipelined x{plan.depth}", kind, ranks, c, d, per_sample=plan.depth),
     ]
 
 
 def _figure(
     name: str,
     mode: str,
+    kind: str,
     ranks: int,
     a: list[list[float]],
     b: list[list[float]],
@@ -147,15 +175,16 @@ def _figure(
     per_sample: int = 1,
 ) -> Figure:
     """Absolute medians are per call (a pipelined sample holds ``per_sample`` calls)."""
-    kind = mode.split(maxsplit=1)[0]
+    base = mode.split(maxsplit=1)[0]
+    what = "call, one argument" if kind else "call"
     return ratio_figure(
-        f"{name.lower()}_{kind}_{ranks}",
-        f"{name} {mode} call, {ranks} rank{'s' if ranks > 1 else ''}",
+        f"{name.lower()}_{base}_{kind}{ranks}",
+        f"{name} {mode} {what}, {ranks} rank{'s' if ranks > 1 else ''}",
         a,
         b,
-        base_label=f"raw {name}",
+        base_label=f"raw {name} nop({ARG if kind else ''})",
         scale=1e3 / per_sample,
-        target=TARGETS.get((kind, ranks)),
+        target=TARGETS.get((base, ranks)),
     )
 
 

@@ -39,6 +39,7 @@ from benchmarks.suite_cpu import (
 )
 from benchmarks.suite_intervals import Interval, merge, orchestration_parts
 from runtime import Backend, HostLaunch, RankCall, ResourcePool, WorkerSpec
+from runtime_ray import is_call_task
 
 __all__ = ["DemoStep", "TimedBackend", "demo_step_parts"]
 
@@ -124,8 +125,9 @@ class TimedBackend:
 def _busy_intervals(
     events: Sequence[dict[str, Any]], window: Interval
 ) -> dict[str, list[Interval]]:
-    """``task:execute`` intervals (seconds) inside a host actor's ``invoke`` task, per worker
-    process, for the workers that ran an ``invoke`` in ``window``."""
+    """``task:execute`` intervals (seconds) inside a host actor's user-call task (``invoke``
+    or a generated per-method one, :func:`runtime_ray.is_call_task`), per worker process, for
+    the workers that ran one in ``window``."""
     invokes: dict[str, list[Interval]] = {}
     executes: dict[str, list[Interval]] = {}
     for e in events:
@@ -135,7 +137,7 @@ def _busy_intervals(
         if span[1] < window[0] or span[0] > window[1]:
             continue
         tid = str(e.get("tid"))
-        if str(e.get("cat", "")).endswith("RayHost.invoke"):
+        if is_call_task(str(e.get("cat", ""))):
             invokes.setdefault(tid, []).append(span)
         elif e.get("name") == "task:execute":
             executes.setdefault(tid, []).append(span)

@@ -14,6 +14,10 @@ class Echo:
     """Trivial and batch echoes."""
 
     @register(Dispatch.ONE_TO_ALL)
+    def noop(self) -> None:
+        """The trivial call without an argument."""
+
+    @register(Dispatch.ONE_TO_ALL)
     def echo(self, x: int) -> int:
         return x
 

@@ -140,7 +140,7 @@ class RolloutWorker:
             "publish_s": float(publish[0]) if publish is not None else 0.0,
         }
 
-    @register(Dispatch.DP_COMPUTE_PROTO)
+    @register(Dispatch.DP_COMPUTE_PROTO, pad=True)
     def generate(self, batch: Batch) -> Batch:
         """As :meth:`ppo.workers.ActorRolloutWorker.generate`, plus ``policy_version``."""
         out = generate_rollout(self.engine, batch, self.config, self.device)

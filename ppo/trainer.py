@@ -463,7 +463,7 @@ class PPOTrainer:
                 C.ROLLOUT_SEED: seeds,
             },
             meta={C.TEMPERATURE: self.config.rollout.temperature, C.GREEDY: greedy},
-        ).with_auto_padding()
+        )
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Any]:
@@ -539,7 +539,7 @@ class PPOTrainer:
         result holds the controller's columns, plus the rollout ``columns`` named."""
         assert self.reward is not None
         # The example columns (the scorer's inputs); the prompt ids stay on the driver.
-        sent = prompts.select(tensor_keys=[]).with_auto_padding()
+        sent = prompts.select(tensor_keys=[])
         if columns:
             sent.meta[C.RETURN_COLUMNS] = list(columns)
         return self.reward.submit(

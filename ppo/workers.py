@@ -186,7 +186,7 @@ class ActorRolloutWorker:
         )
 
     # --------------------------------------------------------------- rollout
-    @register(Dispatch.DP_COMPUTE_PROTO)
+    @register(Dispatch.DP_COMPUTE_PROTO, pad=True)
     def generate(self, batch: Batch) -> Batch:
         """One response per row of ``prompt_ids``/``prompt_mask`` (left padded), row ``i``
         sampled from ``rollout_seed[i]``. ``meta``: ``temperature``, ``greedy``. Returns
@@ -207,7 +207,7 @@ class ActorRolloutWorker:
                 with_entropy=with_entropy,
             )
 
-    @register(Dispatch.DP_COMPUTE_PROTO)
+    @register(Dispatch.DP_COMPUTE_PROTO, pad=True)
     def compute_log_prob(self, batch: Batch) -> Batch:
         """``old_log_probs`` and ``entropy`` of the responses under the current policy."""
         with torch.no_grad():
@@ -215,7 +215,7 @@ class ActorRolloutWorker:
         assert ent is not None
         return Batch({C.OLD_LOG_PROBS: logp.cpu(), C.ENTROPY: ent.cpu()})
 
-    @register(Dispatch.DP_COMPUTE_PROTO)
+    @register(Dispatch.DP_COMPUTE_PROTO, pad=True)
     def compute_ref_log_prob(self, batch: Batch) -> Batch:
         """``ref_log_probs`` under the frozen reference policy."""
         if self.reference is None:
@@ -415,7 +415,7 @@ class CriticWorker:
             )
         return values * batch.tensors[C.RESPONSE_MASK].to(self.device)
 
-    @register(Dispatch.DP_COMPUTE_PROTO)
+    @register(Dispatch.DP_COMPUTE_PROTO, pad=True)
     def compute_values(self, batch: Batch) -> Batch:
         """``values`` (B, R): the value of the state before each response token."""
         with torch.no_grad():
@@ -495,7 +495,7 @@ class RewardWorker:
         self.scorer = scorer
         self.tokenizer = tokenizer
 
-    @register(Dispatch.DP_COMPUTE_PROTO)
+    @register(Dispatch.DP_COMPUTE_PROTO, pad=True)
     def compute_score(self, batch: Batch, *parts: Batch) -> Batch:
         """``score`` (B,), ``acc`` (B,), ``response_mask`` (B, R) as bool, ``ends_with_eos``
         (B,) and the rollout columns named in ``meta["return_columns"]``: what the controller

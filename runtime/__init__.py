@@ -8,7 +8,7 @@ imports ray; ``runtime_ray.RayBackend`` is the Ray implementation and
 
 from runtime import errors
 from runtime._backend import Backend, HostLaunch, RankCall
-from runtime._batch import Batch, BatchConfig, batch_config
+from runtime._batch import Batch
 from runtime._context import (
     PROTECTED_ENV_KEYS,
     NotInWorkerError,
@@ -34,7 +34,7 @@ from runtime._future import (
     extract_handles,
     fill_handles,
 )
-from runtime._group import GroupCore, LivenessMonitor, WorkerGroup
+from runtime._group import GroupCore, LivenessMonitor, SpawnOptions, WorkerGroup
 from runtime._host import WorkerHost, register_mesh, sibling
 from runtime._log import get_logger
 from runtime._placement import (
@@ -46,20 +46,16 @@ from runtime._placement import (
     plan_placement,
 )
 from runtime._register import (
-    Broadcast,
     CallArgs,
-    Custom,
     CustomMode,
     Dispatch,
     Execute,
     MeshMode,
     Method,
     MethodMeta,
-    PerRank,
-    RankZero,
-    Sharded,
-    ShardedList,
-    ShardedWithFunc,
+    PerRankMethod,
+    Registered,
+    Registrar,
     get_method_meta,
     mesh_dispatch,
     register,
@@ -72,13 +68,10 @@ __all__ = [
     "PROTECTED_ENV_KEYS",
     "Backend",
     "Batch",
-    "BatchConfig",
     "BatchFuture",
-    "Broadcast",
     "CallArgs",
     "CallPlan",
     "Collector",
-    "Custom",
     "CustomMode",
     "Dispatch",
     "Execute",
@@ -94,21 +87,19 @@ __all__ = [
     "MethodMeta",
     "NodeSlots",
     "NotInWorkerError",
-    "PerRank",
+    "PerRankMethod",
     "PlacementPlan",
     "RankCall",
     "RankPlacement",
-    "RankZero",
+    "Registered",
+    "Registrar",
     "ResourcePool",
-    "Sharded",
-    "ShardedList",
-    "ShardedWithFunc",
     "Shared",
+    "SpawnOptions",
     "WorkerContext",
     "WorkerGroup",
     "WorkerHost",
     "WorkerSpec",
-    "batch_config",
     "current_context",
     "errors",
     "extract_handles",

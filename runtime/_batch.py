@@ -28,7 +28,7 @@ A :class:`Batch` is what flows between the controller and its workers. It is ver
   storage** (a view of a larger buffer is cloned), so shipping a chunk never drags the rest
   of the batch along through any transport. ``chunk`` requires ``len % n == 0``; pad first
   with :meth:`pad_to_multiple` and drop the padding with :meth:`unpad` (the dispatcher does
-  this when :attr:`padding_enabled`).
+  this for a method registered with ``pad=True`` or a group view from ``with_padding()``).
 * :meth:`concat` gathers ``meta["metrics"]`` into a dict of lists; every other meta key must
   be equal in the parts that carry it. :meth:`union` requires conflicting keys to be equal.
   Equality is deep and NaN-aware (a NaN equals a NaN at the same place): tensors and arrays
@@ -44,20 +44,17 @@ arrival; a column over one is copied once, by the first operation that makes fre
 from it (``concat``...) or on the first read of :attr:`Batch.tensors` / :attr:`Batch.non_tensors`
 / a row, whichever comes first. User code only ever sees memory the batch owns.
 
-**Padding switch.** :attr:`Batch.padding_enabled` is true when ``meta["_auto_padding"]`` is
-truthy (see :meth:`Batch.with_auto_padding`), or ``batch_config.auto_padding`` is set, or the
-environment variable ``RUNTIME_AUTO_PADDING`` is ``1``/``true``/``True`` in the process that
-asks. It is read by dispatchers; no :class:`Batch` method changes behaviour because of it.
+**No padding switch here.** Whether a group call pads is a setting of the method
+(``@register(..., pad=True)``) or of the group view (``group.with_padding()``), never of the
+data: a batch behaves the same wherever it goes.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
-from typing import Any, ClassVar, SupportsIndex, TypeVar, overload
+from typing import Any, SupportsIndex, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -81,7 +78,7 @@ from runtime._batch_wire import (
 )
 from runtime.errors import BatchError
 
-__all__ = ["Batch", "BatchConfig", "batch_config"]
+__all__ = ["Batch"]
 
 _Array = npt.NDArray[Any]
 _Index = Sequence[int] | npt.NDArray[Any] | torch.Tensor
@@ -90,24 +87,6 @@ _V = TypeVar("_V")
 _OWN_LOCK = threading.Lock()
 """Serialises copying borrowed columns (rare, and a copy is far slower than the lock)."""
 
-_ENV_AUTO_PADDING = "RUNTIME_AUTO_PADDING"
-_TRUE_STRINGS = frozenset({"1", "true", "True"})
-
-
-@dataclasses.dataclass
-class BatchConfig:
-    """Process-wide batch settings; the module-level instance is :data:`batch_config`.
-
-    ``auto_padding``: when true, every batch reports :attr:`Batch.padding_enabled`, so
-    dispatchers pad before chunking instead of rejecting lengths that do not divide.
-    """
-
-    auto_padding: bool = False
-
-
-batch_config = BatchConfig()
-"""The process-wide :class:`BatchConfig`. Mutate its attributes; do not rebind it."""
-
 
 class Batch:
     """Named tensors and numpy arrays sharing a leading batch dimension, plus a meta dict.
@@ -115,9 +94,6 @@ class Batch:
     See the module docstring for the full contract. Equality is identity; compare contents
     with :meth:`equals`.
     """
-
-    AUTO_PADDING_KEY: ClassVar[str] = "_auto_padding"
-    """The ``meta`` key that turns :attr:`padding_enabled` on for one batch."""
 
     __slots__ = ("_borrowed", "_non_tensors", "_tensors", "meta")
 
@@ -207,27 +183,19 @@ class Batch:
         tensors: Mapping[str, torch.Tensor] | None = None,
         non_tensors: Mapping[str, _Array | Sequence[object]] | None = None,
         meta: Mapping[str, object] | None = None,
-        *,
-        auto_padding: bool = False,
     ) -> Batch:
         """Build a batch, converting list or tuple non-tensor columns to 1-D object arrays.
 
         Each list element becomes one row, even when the elements are equal-length lists.
-        ``auto_padding=True`` sets ``meta["_auto_padding"]`` (see :attr:`padding_enabled`).
         """
         arrays = {k: as_column_array(k, v) for k, v in (non_tensors or {}).items()}
-        merged_meta = dict(meta or {})
-        if auto_padding:
-            merged_meta[cls.AUTO_PADDING_KEY] = True
-        return cls(tensors, arrays, merged_meta)
+        return cls(tensors, arrays, dict(meta or {}))
 
     @classmethod
     def from_single_dict(
         cls,
         data: Mapping[str, torch.Tensor | _Array | Sequence[object]],
         meta: Mapping[str, object] | None = None,
-        *,
-        auto_padding: bool = False,
     ) -> Batch:
         """Build a batch from one mixed dict: tensors go to ``tensors``, the rest to
         ``non_tensors`` (ndarrays as they are, lists and tuples as object arrays)."""
@@ -238,7 +206,7 @@ class Batch:
                 tensors[key] = value
             else:
                 others[key] = value
-        return cls.from_dict(tensors, others, meta, auto_padding=auto_padding)
+        return cls.from_dict(tensors, others, meta)
 
     # ------------------------------------------------------------------ basic protocol
 
@@ -390,9 +358,8 @@ class Batch:
                 f"cannot chunk a batch of length {length} into {n} equal chunks "
                 f"({length} % {n} == {length % n}); pad first with "
                 f"`padded, pad = batch.pad_to_multiple({n})` and drop the padding from the result "
-                "with `.unpad(pad)`, or enable auto padding (batch.with_auto_padding(), "
-                f"batch_config.auto_padding = True or {_ENV_AUTO_PADDING}=1) so the dispatcher "
-                "does it"
+                "with `.unpad(pad)`, or let a group call do it (@register(..., pad=True) on the "
+                "method, or group.with_padding())"
             )
         size = length // n
         return [self._chunk_at(i * size, (i + 1) * size, copy) for i in range(n)]
@@ -576,25 +543,6 @@ class Batch:
         return Batch(tensors, arrays, _merge_meta(parts))
 
     # ------------------------------------------------------------------ padding
-
-    @property
-    def padding_enabled(self) -> bool:
-        """True when ``meta["_auto_padding"]`` is truthy, ``batch_config.auto_padding`` is set,
-        or ``RUNTIME_AUTO_PADDING`` is ``1``/``true``/``True``."""
-        return (
-            bool(self.meta.get(self.AUTO_PADDING_KEY))
-            or batch_config.auto_padding
-            or os.environ.get(_ENV_AUTO_PADDING, "") in _TRUE_STRINGS
-        )
-
-    def with_auto_padding(self, enabled: bool = True) -> Batch:
-        """A batch sharing self's columns, with ``meta["_auto_padding"]`` set (or removed)."""
-        meta = dict(self.meta)
-        if enabled:
-            meta[self.AUTO_PADDING_KEY] = True
-        else:
-            meta.pop(self.AUTO_PADDING_KEY, None)
-        return self._derive(self._tensors, self._non_tensors, meta)
 
     def pad_to_multiple(self, n: int) -> tuple[Batch, int]:
         """``(padded, pad)``: a new batch whose length is the next multiple of ``n``, padded by

@@ -170,7 +170,6 @@ class CallPlan:
     per_rank: tuple[tuple[tuple[Any, ...], dict[str, Any]], ...]
     collector: Collector
     part_rows: tuple[int, ...] | None = None
-    padding_enabled: bool = False
 
 
 _LIGHT = (type(None), bool, int, float, complex, enum.Enum)
@@ -194,8 +193,10 @@ def plan_call(
     what: str,
     mesh: MeshLayout | None = None,
     per_rank: Sequence[CallArgs[Any]] | None = None,
+    pad: bool | None = None,
 ) -> CallPlan:
-    """Plan one call of ``meta`` on ``world_size`` ranks. ``share`` is ``Backend.share``."""
+    """Plan one call of ``meta`` on ``world_size`` ranks. ``share`` is ``Backend.share``;
+    ``what`` is ``role.method``; ``pad`` (default: ``meta.pad``) pads an uneven batch."""
     mode = meta.dispatch
     for v in [*args, *kwargs.values()]:
         if isinstance(v, GroupFuture) and not isinstance(v, BatchFuture):
@@ -225,11 +226,27 @@ def plan_call(
         if mesh is None:
             raise DispatchError(f"{what}: mesh {mode.name!r} layout is unknown")
         return _plan_sharded(
-            meta, mesh.dp_size, args, kwargs, share, what, mesh=mesh, world_size=world_size
+            meta,
+            mesh.dp_size,
+            args,
+            kwargs,
+            share,
+            what,
+            mesh=mesh,
+            world_size=world_size,
+            pad=meta.pad if pad is None else pad,
         )
     if mode in _SHARDED:
         return _plan_sharded(
-            meta, world_size, args, kwargs, share, what, mesh=None, world_size=world_size
+            meta,
+            world_size,
+            args,
+            kwargs,
+            share,
+            what,
+            mesh=None,
+            world_size=world_size,
+            pad=meta.pad if pad is None else pad,
         )
     raise DispatchError(f"{what}: unsupported dispatch mode {mode!r}")
 
@@ -342,23 +359,19 @@ def _plan_sharded(
     *,
     mesh: MeshLayout | None,
     world_size: int,
+    pad: bool,
 ) -> CallPlan:
-    """Split the batch arguments into ``parts`` chunks (padded when enabled), broadcast the
+    """Split the batch arguments into ``parts`` chunks (padded when ``pad``), broadcast the
     others, and give each rank its chunk (by dp rank on a mesh)."""
     items: list[tuple[Key, Any]] = [*enumerate(args), *kwargs.items()]
     batches = _batch_arguments(meta, args, items, what)
     n = len(next(iter(batches.values())))
     if n == 0:
         raise DispatchError(f"{what}: cannot split an empty batch over {parts} ranks")
-    padding = any(v.padding_enabled for v in batches.values())
-    pad = (-n) % parts
-    if pad and not padding:
-        raise DispatchError(
-            f"{what}: a batch of {n} rows does not split evenly over {parts} ranks; enable "
-            "padding (batch.with_auto_padding(), runtime.batch_config.auto_padding = True, or "
-            f"RUNTIME_AUTO_PADDING=1) or pass a multiple of {parts} rows"
-        )
-    chunks = {key: _chunk(v, parts, n, pad) for key, v in batches.items()}
+    extra = (-n) % parts
+    if extra and not pad:
+        raise DispatchError(_uneven(meta, what, n, parts, world_size))
+    chunks = {key: _chunk(v, parts, n, extra) for key, v in batches.items()}
     fixed = _fixed_values(items, batches, world_size, share)
     targets = list(range(parts)) if mesh is None else list(mesh.dp_ranks)
     if mesh is not None:
@@ -375,15 +388,38 @@ def _plan_sharded(
         values.update({key: chunks[key][chunk_idx] for key in batches})
         a = tuple(values[i] for i in range(len(args)))
         per_rank.append((a, {key: values[key] for key in kwargs}))
-    size = (n + pad) // parts
+    size = (n + extra) // parts
     if meta.dispatch is Dispatch.DP_COMPUTE_METRIC:
-        return CallPlan(tuple(range(world_size)), tuple(per_rank), Collector("list"), None, padding)
+        return CallPlan(tuple(range(world_size)), tuple(per_rank), Collector("list"))
     order = None if mesh is None else mesh.collect_order
     collector = (
-        Collector("concat", pad=pad) if order is None else Collector("concat", pad=pad, order=order)
+        Collector("concat", pad=extra)
+        if order is None
+        else Collector("concat", pad=extra, order=order)
     )
     part_rows = tuple([size] * parts)
-    return CallPlan(tuple(range(world_size)), tuple(per_rank), collector, part_rows, padding)
+    return CallPlan(tuple(range(world_size)), tuple(per_rank), collector, part_rows)
+
+
+def _uneven(meta: MethodMeta, what: str, rows: int, parts: int, world_size: int) -> str:
+    """The message for a batch of ``rows`` rows that does not split into ``parts`` chunks."""
+    role = what.rpartition(".")[0] or "?"
+    over = f"{parts} ranks" if parts == world_size else f"{parts} dp ranks of {world_size}"
+    return (
+        f"{what}: method {meta.name!r} of role {role!r} got a batch of {rows} rows, which does "
+        f"not split evenly over {over} (world size {world_size}); pass a multiple of {parts} "
+        f"rows, or enable padding: @register({_mode_expr(meta.dispatch)}, pad=True) on the "
+        "method, or call through group.with_padding()"
+    )
+
+
+def _mode_expr(mode: Dispatch | MeshMode | CustomMode) -> str:
+    """How ``mode`` is written in an ``@register(...)`` line."""
+    if isinstance(mode, Dispatch):
+        return f"Dispatch.{mode.name}"
+    if isinstance(mode, MeshMode):
+        return f"mesh_dispatch({mode.name!r})"
+    return repr(mode.name)
 
 
 def _batch_arguments(

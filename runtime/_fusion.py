@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from runtime._backend import Backend
 from runtime._group import GroupCore, SpawnOptions, WorkerGroup, spawn_core
 from runtime._placement import ResourcePool
-from runtime._register import Method, registered_methods
+from runtime._register import Registered, registered_methods
 from runtime._spec import WorkerSpec
 from runtime.errors import FusionError
 
@@ -24,9 +24,10 @@ class FusedGroup:
     group of its own. Inside a worker, :func:`runtime.sibling` reaches the other roles.
     """
 
-    def __init__(self, core: GroupCore, timeout: float | None) -> None:
+    def __init__(self, core: GroupCore, timeout: float | None, pad: bool = False) -> None:
         self._core = core
         self._timeout = timeout
+        self._pad = pad
 
     @property
     def roles(self) -> list[str]:
@@ -41,15 +42,24 @@ class FusedGroup:
         return len(self._core.workers)
 
     def view(self, role: str, cls: type[W]) -> WorkerGroup[W]:
-        """The group view of ``role`` (unknown role or wrong class: :class:`FusionError`)."""
-        return WorkerGroup.view(self._core, role, cls, timeout=self._timeout)
+        """The group view of ``role`` (unknown role or wrong class: :class:`FusionError`),
+        with this fused group's deadline and padding setting."""
+        return WorkerGroup.view(self._core, role, cls, timeout=self._timeout, pad=self._pad)
 
-    def role_of(self, method: Method[Any, Any, Any, Any] | str) -> str:
+    def with_timeout(self, seconds: float | None) -> FusedGroup:
+        """This fused group whose views use ``seconds`` as their deadline."""
+        return FusedGroup(self._core, seconds, self._pad)
+
+    def with_padding(self, enabled: bool = True) -> FusedGroup:
+        """This fused group whose views pad uneven batches (see ``WorkerGroup.with_padding``)."""
+        return FusedGroup(self._core, self._timeout, enabled)
+
+    def role_of(self, method: Registered[Any, Any] | str) -> str:
         """The role providing ``method``; a name two roles register is a clash
         (:class:`FusionError`) to be resolved by calling through ``view(role, cls)``."""
         name = method if isinstance(method, str) else method.meta.name
         owners = [r for r, cls in self._core.roles.items() if name in registered_methods(cls)]
-        if isinstance(method, Method):
+        if isinstance(method, Registered):
             owners = [r for r in owners if getattr(self._core.roles[r], name, None) is method]
         if not owners:
             raise FusionError(
@@ -79,15 +89,11 @@ def fuse(
     roles: Mapping[str, WorkerSpec[Any]],
     pool: ResourcePool,
     *,
-    name: str | None = None,
     timeout: float | None = None,
-    master_addr: str | None = None,
-    master_port: int | None = None,
-    port_range: tuple[int, int] | None = None,
-    start_timeout: float = 300.0,
+    options: SpawnOptions | None = None,
 ) -> FusedGroup:
     """Start one host per rank of ``pool`` holding an instance of every role in ``roles``
-    (built in the mapping's order)."""
-    options = SpawnOptions(name, master_addr, master_port, port_range, start_timeout)
+    (built in the mapping's order). ``timeout`` is the views' default deadline; ``options``
+    says how the hosts are named and started, as for :class:`WorkerGroup`."""
     core = spawn_core(backend, roles, pool, options)
     return FusedGroup(core, timeout)

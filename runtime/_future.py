@@ -233,14 +233,12 @@ class BatchFuture(GroupFuture[Batch]):
         *,
         what: str,
         part_rows: Sequence[int],
-        padding_enabled: bool,
         default_timeout: float | None = None,
     ) -> None:
         super().__init__(backend, pending, collector, what=what, default_timeout=default_timeout)
         order = collector.order if collector.order is not None else range(len(pending))
         self._parts = tuple(self._pending[i] for i in order)
         self._part_rows = tuple(part_rows)
-        self.padding_enabled = padding_enabled
         if len(self._parts) != len(self._part_rows):
             raise DispatchError(f"{what}: {len(self._parts)} parts but {len(part_rows)} row counts")
         # Set on views made by ``reorder``: the future they read from and its rows, in order.

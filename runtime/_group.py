@@ -6,9 +6,11 @@
     group.call(Adder.add, 1)            # list[int], one per rank (ONE_TO_ALL)
     group.call(Adder.step, batch)       # Batch, split over ranks and concatenated (DP modes)
     fut = group.submit(Adder.step, batch)   # BatchFuture; fut.get(timeout=5) or pass it on
+    group.with_padding().call(Adder.step, batch)   # pads a batch that does not split evenly
 
-mypy checks each call against the worker method's parameters and types the result from the
-method's dispatch mode (see :mod:`runtime._register`).
+``call`` and ``submit`` have one signature each: ``@register`` already computed, per dispatch
+mode, the parameters a call takes and what it returns (see :mod:`runtime._register`), and mypy
+checks each call against them.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from __future__ import annotations
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
 from runtime._backend import Backend, HostLaunch, RankCall
-from runtime._batch import Batch
 from runtime._context import WorkerContext
 from runtime._dispatch import MeshLayout, plan_call
 from runtime._future import BatchFuture, Collector, GroupFuture
@@ -30,19 +31,14 @@ from runtime._host import CONTEXT, MESH_INFO, RUN_FUNCTION
 from runtime._log import get_logger
 from runtime._placement import PlacementPlan, ResourcePool, SlotLedger, plan_placement
 from runtime._register import (
-    Broadcast,
     CallArgs,
-    Custom,
     Dispatch,
     Execute,
     MeshMode,
     Method,
     MethodMeta,
-    PerRank,
-    RankZero,
-    Sharded,
-    ShardedList,
-    ShardedWithFunc,
+    PerRankMethod,
+    Registered,
     get_method_meta,
     registered_methods,
 )
@@ -63,8 +59,8 @@ __all__ = [
 W = TypeVar("W")
 P = ParamSpec("P")
 R = TypeVar("R")
-F = TypeVar("F")
-Co = Coroutine[Any, Any, R]
+Fut = TypeVar("Fut")
+A = TypeVar("A", bound=CallArgs[Any])
 
 _log = get_logger()
 
@@ -133,12 +129,14 @@ class GroupCore:
 
 @attrs.frozen
 class _View(Generic[W]):
-    """What one group view binds: shared ranks, a role, its class and a default deadline."""
+    """What one group view binds: shared ranks, a role, its class, a default deadline and
+    whether its sharded calls pad uneven batches."""
 
     core: GroupCore
     role: str
     cls: type[W]
     timeout: float | None
+    pad: bool = False
 
 
 _ledgers: weakref.WeakKeyDictionary[Backend, SlotLedger] = weakref.WeakKeyDictionary()
@@ -165,13 +163,16 @@ def leave_pool(backend: Backend, pool: ResourcePool, group: str) -> None:
         backend.release(attrs.evolve(pool, nodes=tuple(n for n in pool.nodes if n.key in freed)))
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class SpawnOptions:
-    """How a group is named and started (what ``WorkerGroup`` and ``fuse`` take as keywords).
+    """How a group's hosts are named and started: the one place for these settings, passed as
+    ``WorkerGroup(..., options=SpawnOptions(...))`` or ``fuse(..., options=...)`` (like
+    ``httpx.Client(limits=httpx.Limits(...))``); every field has a default.
 
+    ``name`` names the group (default: the first role plus a random suffix);
     ``master_addr``/``master_port`` override the rendezvous endpoint (both or neither);
     ``port_range`` picks the first free port in ``[lo, hi)`` on rank 0's node;
-    ``start_timeout`` bounds reservation and the constructors.
+    ``start_timeout`` (seconds) bounds reservation and the constructors.
     """
 
     name: str | None = None
@@ -183,16 +184,38 @@ class SpawnOptions:
     def __attrs_post_init__(self) -> None:
         if (self.master_addr is None) != (self.master_port is None):
             raise ValueError(
-                f"master_addr={self.master_addr!r} and master_port={self.master_port!r}: give "
-                "both or neither"
+                f"SpawnOptions: master_addr={self.master_addr!r} and "
+                f"master_port={self.master_port!r}: give both or neither"
             )
+        if not self.start_timeout > 0:
+            raise ValueError(
+                f"SpawnOptions: start_timeout={self.start_timeout!r} must be > 0 seconds"
+            )
+        if self.port_range is not None:
+            lo, hi = self.port_range
+            if not 0 < lo < hi <= 65536:
+                raise ValueError(
+                    f"SpawnOptions: port_range={self.port_range!r} must be (lo, hi) with "
+                    "0 < lo < hi <= 65536"
+                )
+
+
+def _options(options: SpawnOptions | None) -> SpawnOptions:
+    if options is None:
+        return SpawnOptions()
+    if not isinstance(options, SpawnOptions):
+        raise TypeError(
+            f"options must be a runtime.SpawnOptions, got {type(options).__name__}; e.g. "
+            "options=SpawnOptions(name='actor', start_timeout=60)"
+        )
+    return options
 
 
 def spawn_core(
     backend: Backend,
     roles: Mapping[str, WorkerSpec[Any]],
     pool: ResourcePool,
-    options: SpawnOptions,
+    options: SpawnOptions | None = None,
 ) -> GroupCore:
     """Book the pool's slots, reserve, plan, and start one host per rank holding every role
     in ``roles``. On any failure the slots are given back (and unused reservations released)."""
@@ -201,6 +224,7 @@ def spawn_core(
             f"backend must implement runtime.Backend, got {type(backend).__name__}; pass e.g. "
             "runtime.testing.InProcessBackend() or runtime_ray.RayBackend()"
         )
+    options = _options(options)
     env, backend_options = _merge_roles(roles)
     group = options.name or f"{next(iter(roles))}-{uuid.uuid4().hex[:6]}"
     ledger_of(backend).take(pool, group)
@@ -323,10 +347,11 @@ class WorkerGroup(Generic[W]):
     """Ranks of one role, called as one object. ``backend`` is required (there is no default).
 
     ``WorkerGroup(backend, spec, pool)`` reserves ``pool`` on ``backend`` and starts one
-    worker per rank. ``timeout`` is the default deadline (seconds) for every blocking call and
-    ``future.get()``; ``with_timeout`` gives a view with another one.
-    ``master_addr``/``master_port`` override the rendezvous endpoint (both or neither);
-    ``port_range`` picks the first free port in ``[lo, hi)`` on rank 0's node.
+    worker per rank. ``role`` names the role (default: the class name, lower case);
+    ``timeout`` is the default deadline (seconds) for every blocking call and
+    ``future.get()``; ``with_timeout`` gives a view with another one, ``with_padding`` one whose
+    sharded calls pad uneven batches. How the hosts are started (group name, rendezvous
+    endpoint, port range, start deadline) is a :class:`SpawnOptions` passed as ``options``.
 
     Capacity: at most ``pool.max_colocate_count`` groups (a fused group counts once) may
     share a process slot of a pool, on every backend; one more is a
@@ -335,6 +360,7 @@ class WorkerGroup(Generic[W]):
     backend releases its reservation.
     """
 
+    _view: _View[W]
     _core: GroupCore
     _role: str
     _cls: type[W]
@@ -347,13 +373,9 @@ class WorkerGroup(Generic[W]):
         spec: WorkerSpec[W],
         pool: ResourcePool,
         *,
-        name: str | None = None,
         role: str | None = None,
-        master_addr: str | None = None,
-        master_port: int | None = None,
-        port_range: tuple[int, int] | None = None,
         timeout: float | None = None,
-        start_timeout: float = 300.0,
+        options: SpawnOptions | None = None,
     ) -> None: ...
     @overload
     def __init__(self, backend: _View[W]) -> None: ...
@@ -363,13 +385,9 @@ class WorkerGroup(Generic[W]):
         spec: WorkerSpec[W] | None = None,
         pool: ResourcePool | None = None,
         *,
-        name: str | None = None,
         role: str | None = None,
-        master_addr: str | None = None,
-        master_port: int | None = None,
-        port_range: tuple[int, int] | None = None,
         timeout: float | None = None,
-        start_timeout: float = 300.0,
+        options: SpawnOptions | None = None,
     ) -> None:
         if isinstance(backend, _View):  # the cheap internal constructor of views
             view = backend
@@ -377,9 +395,9 @@ class WorkerGroup(Generic[W]):
             if spec is None or pool is None:
                 raise TypeError("WorkerGroup(backend, spec, pool): spec and pool are required")
             role_name = role or spec.cls.__name__.lower()
-            options = SpawnOptions(name, master_addr, master_port, port_range, start_timeout)
             core = spawn_core(backend, {role_name: spec}, pool, options)
             view = _View(core, role_name, spec.cls, timeout)
+        self._view = view
         self._core = view.core
         self._role = view.role
         self._cls = view.cls
@@ -387,7 +405,13 @@ class WorkerGroup(Generic[W]):
 
     @classmethod
     def view(
-        cls, core: GroupCore, role: str, worker_cls: type[W], *, timeout: float | None = None
+        cls,
+        core: GroupCore,
+        role: str,
+        worker_cls: type[W],
+        *,
+        timeout: float | None = None,
+        pad: bool = False,
     ) -> WorkerGroup[W]:
         """A group onto existing ranks (a fused role, or attached detached workers)."""
         if role not in core.roles:
@@ -400,7 +424,7 @@ class WorkerGroup(Generic[W]):
                 f"role {role!r} of group {core.name!r} hosts {hosted.__qualname__}, not "
                 f"{worker_cls.__qualname__}"
             )
-        return cls(_View(core, role, worker_cls, timeout))
+        return cls(_View(core, role, worker_cls, timeout, pad))
 
     # ----------------------------------------------------------------- properties
     @property
@@ -448,9 +472,20 @@ class WorkerGroup(Generic[W]):
     def timeout(self) -> float | None:
         return self._timeout
 
+    @property
+    def padding(self) -> bool:
+        """Whether this view pads uneven batches in every sharded call (:meth:`with_padding`)."""
+        return self._view.pad
+
     def with_timeout(self, seconds: float | None) -> WorkerGroup[W]:
         """A view of this group whose calls use ``seconds`` as their deadline."""
-        return type(self)(_View(self._core, self._role, self._cls, seconds))
+        return type(self)(attrs.evolve(self._view, timeout=seconds))
+
+    def with_padding(self, enabled: bool = True) -> WorkerGroup[W]:
+        """A view of this group whose sharded calls pad a batch that does not split evenly
+        over the ranks (repeated rows, removed from the result), as if every sharded method
+        were registered with ``pad=True``; ``enabled=False`` defers to each method again."""
+        return type(self)(attrs.evolve(self._view, pad=enabled))
 
     def method_names(self) -> list[str]:
         """Names of the registered methods callable through this group."""
@@ -462,167 +497,41 @@ class WorkerGroup(Generic[W]):
         return out
 
     # ----------------------------------------------------------------- typed calls
-    @overload
-    def call(
-        self, method: Method[W, P, Co[R], Broadcast], /, *args: P.args, **kwargs: P.kwargs
-    ) -> list[R]: ...
-    @overload
-    def call(
-        self, method: Method[W, P, R, Broadcast], /, *args: P.args, **kwargs: P.kwargs
-    ) -> list[R]: ...
-    @overload
-    def call(
-        self, method: Method[W, P, Co[R], RankZero], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R: ...
-    @overload
-    def call(
-        self, method: Method[W, P, R, RankZero], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R: ...
-    @overload
-    def call(
-        self,
-        method: Method[W, Concatenate[Batch, P], Co[Batch], Sharded]
-        | Method[W, Concatenate[Batch, P], Batch, Sharded],
-        data: Batch | BatchFuture,
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> Batch: ...
-    @overload
-    def call(
-        self,
-        method: Method[W, Concatenate[F, Batch, P], Co[Batch], ShardedWithFunc]
-        | Method[W, Concatenate[F, Batch, P], Batch, ShardedWithFunc],
-        fn: F,
-        data: Batch | BatchFuture,
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> Batch: ...
-    @overload
-    def call(
-        self,
-        method: Method[W, Concatenate[Batch, P], Co[R], ShardedList],
-        data: Batch | BatchFuture,
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> list[R]: ...
-    @overload
-    def call(
-        self,
-        method: Method[W, Concatenate[Batch, P], R, ShardedList],
-        data: Batch | BatchFuture,
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> list[R]: ...
-    @overload
-    def call(
-        self, method: Method[W, P, Any, Custom], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Any: ...
-    def call(self, method: Method[Any, Any, Any, Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Run ``method`` on the group and wait; the result type follows the dispatch mode.
+    def call(self, method: Method[W, Any, P, R, Any], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``method`` on the group and wait; ``R`` is the collected result that
+        ``@register`` computed from the mode (see :mod:`runtime._register`).
 
-        Per-rank modes (ALL_TO_ALL, DP_COMPUTE) use :meth:`call_per_rank` instead. A custom
+        Per-rank methods (ALL_TO_ALL, DP_COMPUTE) use :meth:`call_per_rank` instead. A custom
         mode is checked against the method's own parameters; a custom dispatch that reshapes
         the arguments (e.g. lists cycled to the world size) is called with :meth:`call_by_name`.
         """
-        return self._call(method, args, kwargs, None, blocking=True)
+        result: R = self._call(method, args, kwargs, None, blocking=True)
+        return result
 
-    @overload
     def submit(
-        self, method: Method[W, P, Co[R], Broadcast], /, *args: P.args, **kwargs: P.kwargs
-    ) -> GroupFuture[list[R]]: ...
-    @overload
-    def submit(
-        self, method: Method[W, P, R, Broadcast], /, *args: P.args, **kwargs: P.kwargs
-    ) -> GroupFuture[list[R]]: ...
-    @overload
-    def submit(
-        self, method: Method[W, P, Co[R], RankZero], /, *args: P.args, **kwargs: P.kwargs
-    ) -> GroupFuture[R]: ...
-    @overload
-    def submit(
-        self, method: Method[W, P, R, RankZero], /, *args: P.args, **kwargs: P.kwargs
-    ) -> GroupFuture[R]: ...
-    @overload
-    def submit(
-        self,
-        method: Method[W, Concatenate[Batch, P], Co[Batch], Sharded]
-        | Method[W, Concatenate[Batch, P], Batch, Sharded],
-        data: Batch | BatchFuture,
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> BatchFuture: ...
-    @overload
-    def submit(
-        self,
-        method: Method[W, Concatenate[F, Batch, P], Co[Batch], ShardedWithFunc]
-        | Method[W, Concatenate[F, Batch, P], Batch, ShardedWithFunc],
-        fn: F,
-        data: Batch | BatchFuture,
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> BatchFuture: ...
-    @overload
-    def submit(
-        self,
-        method: Method[W, Concatenate[Batch, P], Co[R], ShardedList],
-        data: Batch | BatchFuture,
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> GroupFuture[list[R]]: ...
-    @overload
-    def submit(
-        self,
-        method: Method[W, Concatenate[Batch, P], R, ShardedList],
-        data: Batch | BatchFuture,
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> GroupFuture[list[R]]: ...
-    @overload
-    def submit(
-        self, method: Method[W, P, Any, Custom], /, *args: P.args, **kwargs: P.kwargs
-    ) -> GroupFuture[Any]: ...
-    def submit(self, method: Method[Any, Any, Any, Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Like :meth:`call` but returns a typed future at once (never blocks)."""
-        return self._call(method, args, kwargs, None, blocking=False)
+        self, method: Method[W, Any, P, Any, Fut], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Fut:
+        """Like :meth:`call` but returns the typed future at once (never blocks): a
+        :class:`BatchFuture` for the batch modes, else a :class:`GroupFuture`."""
+        future: Fut = self._call(method, args, kwargs, None, blocking=False)
+        return future
 
-    @overload
     def call_per_rank(
-        self, method: Method[W, P, Co[R], PerRank], per_rank: Sequence[CallArgs[P]], /
-    ) -> list[R]: ...
-    @overload
-    def call_per_rank(
-        self, method: Method[W, P, R, PerRank], per_rank: Sequence[CallArgs[P]], /
-    ) -> list[R]: ...
-    def call_per_rank(
-        self, method: Method[Any, Any, Any, Any], per_rank: Sequence[CallArgs[Any]], /
-    ) -> Any:
+        self, method: PerRankMethod[W, Any, Any, R, A], per_rank: Sequence[A], /
+    ) -> R:
         """Run a per-rank method (ALL_TO_ALL, DP_COMPUTE) with one argument set per rank::
 
         group.call_per_rank(W.foo, [W.foo.bind(x=i) for i in range(group.world_size)])
         """
-        return self._call(method, (), {}, per_rank, blocking=True)
+        result: R = self._call(method, (), {}, per_rank, blocking=True)
+        return result
 
-    @overload
     def submit_per_rank(
-        self, method: Method[W, P, Co[R], PerRank], per_rank: Sequence[CallArgs[P]], /
-    ) -> GroupFuture[list[R]]: ...
-    @overload
-    def submit_per_rank(
-        self, method: Method[W, P, R, PerRank], per_rank: Sequence[CallArgs[P]], /
-    ) -> GroupFuture[list[R]]: ...
-    def submit_per_rank(
-        self, method: Method[Any, Any, Any, Any], per_rank: Sequence[CallArgs[Any]], /
-    ) -> Any:
+        self, method: PerRankMethod[W, Any, Any, R, A], per_rank: Sequence[A], /
+    ) -> GroupFuture[R]:
         """Non-blocking :meth:`call_per_rank`."""
-        return self._call(method, (), {}, per_rank, blocking=False)
+        future: GroupFuture[R] = self._call(method, (), {}, per_rank, blocking=False)
+        return future
 
     def call_by_name(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Untyped escape hatch: call a registered method by name (verl style).
@@ -718,14 +627,14 @@ class WorkerGroup(Generic[W]):
 
     def _call(
         self,
-        method: Method[Any, Any, Any, Any],
+        method: Registered[Any, Any],
         args: Sequence[Any],
         kwargs: Mapping[str, Any],
         per_rank: Sequence[CallArgs[Any]] | None,
         *,
         blocking: bool,
     ) -> Any:
-        if not isinstance(method, Method):
+        if not isinstance(method, Registered):
             raise DispatchError(
                 f"{method!r} is not a registered method; decorate it with @register(...) and pass "
                 f"it through the class, e.g. group.call({self._cls.__name__}.method, ...)"
@@ -773,6 +682,7 @@ class WorkerGroup(Generic[W]):
             what=self._what(meta.name),
             mesh=mesh,
             per_rank=per_rank,
+            pad=meta.pad or self._view.pad,
         )
         calls = [
             RankCall(r, self._role, meta.name, a, k)
@@ -787,7 +697,6 @@ class WorkerGroup(Generic[W]):
                 plan.collector,
                 what=self._what(meta.name),
                 part_rows=plan.part_rows,
-                padding_enabled=plan.padding_enabled,
                 default_timeout=self._timeout,
             )
         else:

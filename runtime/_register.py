@@ -1,24 +1,49 @@
-"""The ``register`` decorator, dispatch/execute modes and the typed ``Method`` descriptor.
+"""The ``register`` decorator, dispatch/execute modes and the typed method descriptors.
 
 ``@register(Dispatch.ONE_TO_ALL)`` only attaches metadata: the decorated function still runs
 unchanged when called on a worker instance (``self.add(1)``), the class stays a plain class, and
-the metadata is readable from the class (``Worker.add.meta``). At the type level the result is
-a :class:`Method` carrying the worker class, the parameters, the return type and a *mode
-marker*, which :class:`runtime.WorkerGroup` maps to the collected result type:
+the metadata is readable from the class (``Worker.add.meta``).
 
-=========================  ===============  ==============================================
-marker                     modes            ``group.call(...)`` result
-=========================  ===============  ==============================================
-:class:`Broadcast`         ONE_TO_ALL       ``list[R]``
-:class:`PerRank`           ALL_TO_ALL,      ``list[R]`` (explicit per-rank args via
-                           DP_COMPUTE       ``group.call_per_rank``)
-:class:`Sharded`           DP_COMPUTE_PROTO ``Batch`` (concatenated, padding removed)
-                           and mesh modes
-:class:`ShardedWithFunc`   ..._WITH_FUNC    ``Batch``
-:class:`ShardedList`       DP_COMPUTE_METRIC ``list[R]``
-:class:`RankZero`          Execute.RANK_ZERO ``R``
-:class:`Custom`            custom modes     whatever the collect function returns
-=========================  ===============  ==============================================
+**Types are computed once, here.** Each mode's registrar turns the function into a descriptor
+whose type parameters already say what a group call takes and returns, so
+``WorkerGroup.call``/``submit`` have one signature each and only read them off:
+
+``Method[S, Fn, P, R, Fut]``
+    ``S`` the worker class, ``Fn`` the function as ``instance.method`` sees it (its own
+    signature, ``self`` bound), ``P`` the parameters of ``group.call(method, *P)``, ``R`` what
+    ``call`` returns and ``Fut`` what ``submit`` returns.
+``PerRankMethod[S, Fn, P, R, CallArgs[P]]``
+    ALL_TO_ALL / DP_COMPUTE: one argument set per rank, built with ``Worker.m.bind(*P)`` (a
+    ``CallArgs[P]``) and passed to ``group.call_per_rank`` (returns ``R``) or
+    ``submit_per_rank`` (``GroupFuture[R]``). It is not a ``Method``, so ``group.call``
+    rejects it; the bound arguments of another method are rejected too.
+
+For a function ``def m(self, *P) -> T`` (or ``async def``; ``T`` is then what it awaits to):
+
+============================  ==================================================
+mode                          what a group call takes and returns
+============================  ==================================================
+ONE_TO_ALL                    ``call(m, *P) -> list[T]``
+Execute.RANK_ZERO, RANK_ZERO  ``call(m, *P) -> T``
+ALL_TO_ALL, DP_COMPUTE        ``call_per_rank(m, [m.bind(*P), ...]) -> list[T]``
+DP_COMPUTE_PROTO, mesh modes  ``call(m, Batch | BatchFuture, *P) -> Batch``
+..._PROTO_WITH_FUNC           ``call(m, F, Batch | BatchFuture, *P) -> Batch``
+DP_COMPUTE_METRIC             ``call(m, Batch | BatchFuture, *P) -> list[T]``
+custom modes                  ``call(m, *P) -> Any``
+============================  ==================================================
+
+``submit`` (``submit_per_rank``) takes the same arguments and returns a ``BatchFuture`` where
+``call`` returns a ``Batch``, else a ``GroupFuture`` of what ``call`` returns.
+For the sharded modes ``P`` is what follows the batch (or the function ``F`` and the batch),
+the batch is positional, and ``T`` must be ``Batch`` except for DP_COMPUTE_METRIC. Per-rank
+methods are submitted with ``submit_per_rank``.
+
+**Padding** is a setting of the method or of the group, never of the data: the sharded modes
+take ``@register(..., pad=True)``, which pads a batch whose rows do not split evenly over the
+ranks with repeated rows and removes them from the collected result; ``group.with_padding()``
+does the same for every sharded call through that view. Without either, an uneven batch is a
+:class:`~runtime.errors.DispatchError` naming the method, the role, the rows, the world size
+and both fixes.
 """
 
 from __future__ import annotations
@@ -26,31 +51,35 @@ from __future__ import annotations
 import enum
 import inspect
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, Self, TypeVar, cast, overload
 
 import attrs
 
+from runtime._batch import Batch
+from runtime._future import BatchFuture, GroupFuture
 from runtime.errors import DispatchError
 
 __all__ = [
-    "Broadcast",
+    "BroadcastRegistrar",
     "CallArgs",
     "CollectFn",
-    "Custom",
     "CustomMode",
+    "CustomRegistrar",
     "Dispatch",
     "DispatchFn",
     "Execute",
     "MeshMode",
     "Method",
     "MethodMeta",
-    "PerRank",
-    "RankZero",
+    "PerRankMethod",
+    "PerRankRegistrar",
+    "RankZeroRegistrar",
+    "Registered",
     "Registrar",
-    "Sharded",
-    "ShardedList",
-    "ShardedWithFunc",
+    "ShardedListRegistrar",
+    "ShardedRegistrar",
+    "ShardedWithFuncRegistrar",
     "custom_mode",
     "get_method_meta",
     "mesh_dispatch",
@@ -61,13 +90,17 @@ __all__ = [
     "update_dispatch_mode",
 ]
 
+S = TypeVar("S")
 S_contra = TypeVar("S_contra", contravariant=True)
-S2 = TypeVar("S2")
+Fn_co = TypeVar("Fn_co", covariant=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
-M = TypeVar("M")
-M_co = TypeVar("M_co", covariant=True)
+Fut_co = TypeVar("Fut_co", covariant=True)
+F = TypeVar("F")
+A = TypeVar("A", bound="CallArgs[Any]")
+B = TypeVar("B", bound="Batch | Coroutine[Any, Any, Batch]")
+Co = Coroutine[Any, Any, R]
 
 
 class Dispatch(enum.Enum):
@@ -87,35 +120,6 @@ class Execute(enum.Enum):
 
     ALL = "all"
     RANK_ZERO = "rank_zero"
-
-
-# Mode markers: phantom types only, never instantiated.
-class Broadcast:
-    """ONE_TO_ALL: same arguments everywhere; result ``list[R]``."""
-
-
-class PerRank:
-    """ALL_TO_ALL / DP_COMPUTE: explicit per-rank arguments; result ``list[R]``."""
-
-
-class Sharded:
-    """DP_COMPUTE_PROTO and mesh modes: batch arguments chunked; result ``Batch``."""
-
-
-class ShardedWithFunc:
-    """DP_COMPUTE_PROTO_WITH_FUNC: a function broadcast, batches chunked; result ``Batch``."""
-
-
-class ShardedList:
-    """DP_COMPUTE_METRIC: batches chunked; result ``list[R]`` (one per rank)."""
-
-
-class RankZero:
-    """Execute.RANK_ZERO: only rank 0 runs; result ``R``."""
-
-
-class Custom:
-    """A user-registered mode; result is whatever its collect function returns."""
 
 
 #: ``dispatch_fn(world_size, args, kwargs) -> per-rank [(args, kwargs), ...]``
@@ -205,12 +209,16 @@ DispatchSpec = Dispatch | MeshMode | CustomMode
 
 @attrs.frozen
 class MethodMeta:
-    """What ``register`` recorded: how to dispatch, execute and collect a worker method."""
+    """What ``register`` recorded: how to dispatch, execute and collect a worker method.
+
+    ``pad``: a batch that does not split evenly over the ranks is padded (sharded modes only).
+    """
 
     name: str
     dispatch: DispatchSpec
     execute: Execute
     is_async: bool
+    pad: bool = False
 
     @property
     def mode_name(self) -> str:
@@ -229,11 +237,11 @@ class CallArgs(Generic[P]):
     kwargs: dict[str, Any]
 
 
-class Method(Generic[S_contra, P, R_co, M_co]):
+class Registered(Generic[S_contra, Fn_co]):
     """A registered worker method: the function plus its :class:`MethodMeta`.
 
-    As a descriptor it is transparent: ``instance.method(...)`` calls the function.
-    ``Worker.method`` (class access) is this object, which ``WorkerGroup.call`` accepts.
+    As a descriptor it is transparent: ``instance.method`` is the bound function (type
+    ``Fn_co``); ``Worker.method`` (class access) is this object, which a group accepts.
     """
 
     def __init__(self, fn: Callable[..., Any], meta: MethodMeta) -> None:
@@ -246,11 +254,9 @@ class Method(Generic[S_contra, P, R_co, M_co]):
         self.__wrapped__ = fn
 
     @overload
-    def __get__(
-        self, instance: None, owner: type[Any] | None = None
-    ) -> Method[S_contra, P, R_co, M_co]: ...
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
     @overload
-    def __get__(self, instance: S_contra, owner: type[Any] | None = None) -> Callable[P, R_co]: ...
+    def __get__(self, instance: S_contra, owner: type[Any] | None = None) -> Fn_co: ...
     def __get__(self, instance: object, owner: type[Any] | None = None) -> Any:
         if instance is None:
             return self
@@ -261,106 +267,235 @@ class Method(Generic[S_contra, P, R_co, M_co]):
             self.meta = attrs.evolve(self.meta, name=name)
         self.owner = owner
 
-    def bind(self, *args: P.args, **kwargs: P.kwargs) -> CallArgs[P]:
-        """One rank's arguments for ``group.call_per_rank`` (type-checked against the method)."""
-        return CallArgs(tuple(args), dict(kwargs))
-
     def __repr__(self) -> str:
         return f"<registered {self.meta.mode_name} method {self.fn.__qualname__}>"
 
 
-class Registrar(Generic[M]):
-    """What ``register(...)`` returns: applied to a function, it yields a :class:`Method`."""
+class Method(Registered[S_contra, Fn_co], Generic[S_contra, Fn_co, P, R_co, Fut_co]):
+    """A method called on every rank with one argument set: ``group.call(m, *P) -> R_co``,
+    ``group.submit(m, *P) -> Fut_co`` (see the module docstring for each mode's types)."""
 
-    def __init__(self, dispatch: DispatchSpec, execute: Execute) -> None:
+
+class PerRankMethod(Registered[S_contra, Fn_co], Generic[S_contra, Fn_co, P, R_co, A]):
+    """An ALL_TO_ALL / DP_COMPUTE method: ``group.call_per_rank(m, [m.bind(*P), ...]) -> R_co``.
+
+    ``A`` is ``CallArgs[P]``, what :meth:`bind` returns. It is a type parameter of its own, and
+    invariant, so that ``call_per_rank(W.a, [W.b.bind(...)])`` is a type error whenever the two
+    methods' parameters differ (mypy solves a ``ParamSpec`` met twice too leniently for that).
+    """
+
+    def bind(self, *args: P.args, **kwargs: P.kwargs) -> A:
+        """One rank's arguments for ``group.call_per_rank`` (type-checked against the method)."""
+        return cast(A, CallArgs(tuple(args), dict(kwargs)))
+
+
+class Registrar:
+    """What ``register(...)`` returns; each mode's subclass types the descriptor it makes."""
+
+    def __init__(self, dispatch: DispatchSpec, execute: Execute, pad: bool = False) -> None:
         self._dispatch = dispatch
         self._execute = execute
+        self._pad = pad
 
-    def __call__(self, fn: Callable[Concatenate[S2, P], R]) -> Method[S2, P, R, M]:
-        if isinstance(fn, Method):
+    def _meta(self, fn: object) -> tuple[Callable[..., Any], MethodMeta]:
+        if isinstance(fn, Registered):
             raise DispatchError(f"{fn.fn.__qualname__} is already registered; apply @register once")
         if not callable(fn):
             raise DispatchError(f"@register applies to functions, got {fn!r}")
         meta = MethodMeta(
-            name=fn.__name__,
+            name=getattr(fn, "__name__", repr(fn)),
             dispatch=self._dispatch,
             execute=self._execute,
             is_async=inspect.iscoroutinefunction(fn),
+            pad=self._pad,
         )
-        return Method(fn, meta)
+        return fn, meta
+
+
+class BroadcastRegistrar(Registrar):
+    """ONE_TO_ALL: ``call`` returns ``list[T]``."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, P], Co[R]]
+    ) -> Method[S, Callable[P, Co[R]], P, list[R], GroupFuture[list[R]]]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, P], R]
+    ) -> Method[S, Callable[P, R], P, list[R], GroupFuture[list[R]]]: ...
+    def __call__(self, fn: Callable[..., Any]) -> Method[Any, Any, Any, Any, Any]:
+        return Method(*self._meta(fn))
+
+
+class RankZeroRegistrar(Registrar):
+    """Execute.RANK_ZERO: only rank 0 runs; ``call`` returns ``T``."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, P], Co[R]]
+    ) -> Method[S, Callable[P, Co[R]], P, R, GroupFuture[R]]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, P], R]
+    ) -> Method[S, Callable[P, R], P, R, GroupFuture[R]]: ...
+    def __call__(self, fn: Callable[..., Any]) -> Method[Any, Any, Any, Any, Any]:
+        return Method(*self._meta(fn))
+
+
+class PerRankRegistrar(Registrar):
+    """ALL_TO_ALL / DP_COMPUTE: ``call_per_rank`` returns ``list[T]``."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, P], Co[R]]
+    ) -> PerRankMethod[S, Callable[P, Co[R]], P, list[R], CallArgs[P]]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, P], R]
+    ) -> PerRankMethod[S, Callable[P, R], P, list[R], CallArgs[P]]: ...
+    def __call__(self, fn: Callable[..., Any]) -> PerRankMethod[Any, Any, Any, Any, Any]:
+        return PerRankMethod(*self._meta(fn))
+
+
+class ShardedRegistrar(Registrar):
+    """DP_COMPUTE_PROTO and mesh modes: the batch (first argument, a ``Batch`` or a
+    ``BatchFuture``) is split over the ranks; ``call`` returns the concatenated ``Batch``."""
+
+    def __call__(
+        self, fn: Callable[Concatenate[S, Batch, P], B]
+    ) -> Method[
+        S,
+        Callable[Concatenate[Batch, P], B],
+        Concatenate[Batch | BatchFuture, P],
+        Batch,
+        BatchFuture,
+    ]:
+        return Method(*self._meta(fn))
+
+
+class ShardedWithFuncRegistrar(Registrar):
+    """DP_COMPUTE_PROTO_WITH_FUNC: a function broadcast, then the batch split; ``Batch``."""
+
+    def __call__(
+        self, fn: Callable[Concatenate[S, F, Batch, P], B]
+    ) -> Method[
+        S,
+        Callable[Concatenate[F, Batch, P], B],
+        Concatenate[F, Batch | BatchFuture, P],
+        Batch,
+        BatchFuture,
+    ]:
+        return Method(*self._meta(fn))
+
+
+class ShardedListRegistrar(Registrar):
+    """DP_COMPUTE_METRIC: the batch split; ``call`` returns ``list[T]``, one per rank."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, Batch, P], Co[R]]
+    ) -> Method[
+        S,
+        Callable[Concatenate[Batch, P], Co[R]],
+        Concatenate[Batch | BatchFuture, P],
+        list[R],
+        GroupFuture[list[R]],
+    ]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[S, Batch, P], R]
+    ) -> Method[
+        S,
+        Callable[Concatenate[Batch, P], R],
+        Concatenate[Batch | BatchFuture, P],
+        list[R],
+        GroupFuture[list[R]],
+    ]: ...
+    def __call__(self, fn: Callable[..., Any]) -> Method[Any, Any, Any, Any, Any]:
+        return Method(*self._meta(fn))
+
+
+class CustomRegistrar(Registrar):
+    """A mode registered with :func:`register_dispatch_mode`: ``call`` returns ``Any``."""
+
+    def __call__(
+        self, fn: Callable[Concatenate[S, P], R]
+    ) -> Method[S, Callable[P, R], P, Any, GroupFuture[Any]]:
+        return Method(*self._meta(fn))
 
 
 _RANK_ZERO_DISPATCH = (Dispatch.ONE_TO_ALL, Dispatch.ALL_TO_ALL, Dispatch.RANK_ZERO)
+_PADDED = (
+    Dispatch.DP_COMPUTE_PROTO,
+    Dispatch.DP_COMPUTE_PROTO_WITH_FUNC,
+    Dispatch.DP_COMPUTE_METRIC,
+)
 
 
 @overload
 def register(
     dispatch_mode: Literal[Dispatch.ONE_TO_ALL, Dispatch.ALL_TO_ALL, Dispatch.RANK_ZERO],
     execute_mode: Literal[Execute.RANK_ZERO],
-) -> Registrar[RankZero]: ...
+) -> RankZeroRegistrar: ...
 @overload
-def register(*, execute_mode: Literal[Execute.RANK_ZERO]) -> Registrar[RankZero]: ...
+def register(*, execute_mode: Literal[Execute.RANK_ZERO]) -> RankZeroRegistrar: ...
 @overload
 def register(
     dispatch_mode: Literal[Dispatch.RANK_ZERO],
     execute_mode: Literal[Execute.ALL] = ...,
-) -> Registrar[RankZero]: ...
+) -> RankZeroRegistrar: ...
 @overload
 def register(
     dispatch_mode: Literal[Dispatch.ONE_TO_ALL],
     execute_mode: Literal[Execute.ALL] = ...,
-) -> Registrar[Broadcast]: ...
+) -> BroadcastRegistrar: ...
 @overload
 def register(
     dispatch_mode: Literal[Dispatch.ALL_TO_ALL, Dispatch.DP_COMPUTE] = ...,
     execute_mode: Literal[Execute.ALL] = ...,
-) -> Registrar[PerRank]: ...
+) -> PerRankRegistrar: ...
 @overload
 def register(
     dispatch_mode: Literal[Dispatch.DP_COMPUTE_PROTO] | MeshMode,
     execute_mode: Literal[Execute.ALL] = ...,
-) -> Registrar[Sharded]: ...
+    *,
+    pad: bool = ...,
+) -> ShardedRegistrar: ...
 @overload
 def register(
     dispatch_mode: Literal[Dispatch.DP_COMPUTE_PROTO_WITH_FUNC],
     execute_mode: Literal[Execute.ALL] = ...,
-) -> Registrar[ShardedWithFunc]: ...
+    *,
+    pad: bool = ...,
+) -> ShardedWithFuncRegistrar: ...
 @overload
 def register(
     dispatch_mode: Literal[Dispatch.DP_COMPUTE_METRIC],
     execute_mode: Literal[Execute.ALL] = ...,
-) -> Registrar[ShardedList]: ...
+    *,
+    pad: bool = ...,
+) -> ShardedListRegistrar: ...
 @overload
 def register(
     dispatch_mode: CustomMode | str,
     execute_mode: Literal[Execute.ALL] = ...,
-) -> Registrar[Custom]: ...
+) -> CustomRegistrar: ...
 def register(
     dispatch_mode: DispatchSpec | str = Dispatch.ALL_TO_ALL,
     execute_mode: Execute = Execute.ALL,
-) -> Registrar[Any]:
+    *,
+    pad: bool = False,
+) -> Registrar:
     """Mark a worker method as callable through a group.
 
     ``dispatch_mode`` says how arguments are split and results collected (a :class:`Dispatch`
     member, :func:`mesh_dispatch` ``(name)``, or the name of a mode registered with
-    :func:`register_dispatch_mode`); ``execute_mode`` says which ranks run. Batch futures
-    passed as arguments are always resolved on the worker before the call. Both modes are
-    validated here, when the decorator is applied.
+    :func:`register_dispatch_mode`); ``execute_mode`` says which ranks run; ``pad=True``
+    (sharded modes only) pads a batch that does not split evenly over the ranks. Batch
+    futures passed as arguments are always resolved on the worker before the call. Every
+    choice is validated here, when the decorator is applied.
     """
-    spec: DispatchSpec
-    if isinstance(dispatch_mode, str):
-        custom_mode(dispatch_mode)  # validates the name now
-        spec = CustomMode(dispatch_mode.upper())
-    elif isinstance(dispatch_mode, CustomMode):
-        custom_mode(dispatch_mode.name)
-        spec = dispatch_mode
-    elif isinstance(dispatch_mode, Dispatch | MeshMode):
-        spec = dispatch_mode
-    else:
-        raise DispatchError(
-            f"unknown dispatch mode {dispatch_mode!r}; use a Dispatch member, "
-            "mesh_dispatch(name), or a name registered with register_dispatch_mode"
-        )
+    spec = _spec(dispatch_mode)
     if not isinstance(execute_mode, Execute):
         raise DispatchError(f"unknown execute mode {execute_mode!r}; use Execute.ALL or RANK_ZERO")
     if execute_mode is Execute.RANK_ZERO and spec not in _RANK_ZERO_DISPATCH:
@@ -370,7 +505,45 @@ def register(
         )
     if spec is Dispatch.RANK_ZERO:
         execute_mode = Execute.RANK_ZERO
-    return Registrar(spec, execute_mode)
+    if pad and not (spec in _PADDED or isinstance(spec, MeshMode)):
+        raise DispatchError(
+            f"pad=True only applies to the sharded modes (DP_COMPUTE_PROTO, ..._WITH_FUNC, "
+            f"DP_COMPUTE_METRIC, mesh_dispatch), not {spec!r}: other modes do not split a batch"
+        )
+    return _registrar(spec, execute_mode)(spec, execute_mode, pad)
+
+
+def _spec(dispatch_mode: object) -> DispatchSpec:
+    """The validated dispatch spec of ``register``'s first argument."""
+    if isinstance(dispatch_mode, str):
+        custom_mode(dispatch_mode)  # validates the name now
+        return CustomMode(dispatch_mode.upper())
+    if isinstance(dispatch_mode, CustomMode):
+        custom_mode(dispatch_mode.name)
+        return dispatch_mode
+    if isinstance(dispatch_mode, Dispatch | MeshMode):
+        return dispatch_mode
+    raise DispatchError(
+        f"unknown dispatch mode {dispatch_mode!r}; use a Dispatch member, "
+        "mesh_dispatch(name), or a name registered with register_dispatch_mode"
+    )
+
+
+def _registrar(spec: DispatchSpec, execute: Execute) -> type[Registrar]:
+    """The registrar class typing the descriptors of ``spec`` run with ``execute``."""
+    if execute is Execute.RANK_ZERO:
+        return RankZeroRegistrar
+    if isinstance(spec, CustomMode):
+        return CustomRegistrar
+    if isinstance(spec, MeshMode) or spec is Dispatch.DP_COMPUTE_PROTO:
+        return ShardedRegistrar
+    return {
+        Dispatch.ONE_TO_ALL: BroadcastRegistrar,
+        Dispatch.ALL_TO_ALL: PerRankRegistrar,
+        Dispatch.DP_COMPUTE: PerRankRegistrar,
+        Dispatch.DP_COMPUTE_PROTO_WITH_FUNC: ShardedWithFuncRegistrar,
+        Dispatch.DP_COMPUTE_METRIC: ShardedListRegistrar,
+    }[spec]
 
 
 def get_method_meta(cls: type[Any], name: str) -> MethodMeta | None:
@@ -378,7 +551,7 @@ def get_method_meta(cls: type[Any], name: str) -> MethodMeta | None:
     for klass in cls.__mro__:
         attr = klass.__dict__.get(name)
         if attr is not None:
-            return attr.meta if isinstance(attr, Method) else None
+            return attr.meta if isinstance(attr, Registered) else None
     return None
 
 
@@ -387,7 +560,7 @@ def registered_methods(cls: type[Any]) -> dict[str, MethodMeta]:
     out: dict[str, MethodMeta] = {}
     for klass in reversed(cls.__mro__):
         for name, attr in klass.__dict__.items():
-            if isinstance(attr, Method):
+            if isinstance(attr, Registered):
                 out[name] = attr.meta
             elif name in out:
                 del out[name]  # overridden by an unregistered attribute

@@ -9,12 +9,15 @@ placement
 spawn
     one proc mesh of one process per rank (so a rank can be stopped or replaced alone), its
     environment (the rank's variables, ``CUDA_VISIBLE_DEVICES`` of its entry's ids, ``PYTHONPATH``)
-    set by the bootstrap command **before** the process starts; then one
-    :class:`~runtime_monarch._host_actor.MonarchHost` per process and ``start`` on all of them.
+    set by the bootstrap command **before** the process starts; then one host actor per
+    process, of the class :func:`~runtime_monarch._host_actor.host_class` builds for the
+    launch's roles, and ``start`` on all of them.
 calls
-    ``invoke.call_one(...)`` futures are the pending handles; chained futures are resolved on
-    the driver; ``wait`` polls every rank so a dead rank is reported while its peers are
-    blocked, and maps Monarch's ``ActorError``/``SupervisionError`` into :mod:`runtime.errors`.
+    ``call_one(...)`` futures are the pending handles: of the actor's generated endpoint for
+    ``(role, method)`` with the call's own arguments when no argument is a lifted handle, else
+    of ``invoke``; chained futures are resolved on the driver; ``wait`` polls every rank so a
+    dead rank is reported while its peers are blocked, and maps Monarch's
+    ``ActorError``/``SupervisionError`` into :mod:`runtime.errors`.
 faults
     Monarch's process-global ``unhandled_fault_hook`` (by default it kills the controller) is
     replaced by one that logs; ``HYPERACTOR_MESH_SUPERVISION_POLL_FREQUENCY`` is set (1 s unless
@@ -41,9 +44,11 @@ from monarch.actor import ActorError, ProcMesh, default_bootstrap_cmd, this_host
 from runtime.backend import (
     Backend,
     DeviceMap,
+    FutureSlice,
     HostLaunch,
     RankCall,
     ResourcePool,
+    Shared,
     WorkerContext,
     extract_handles,
     free_port,
@@ -57,7 +62,7 @@ from runtime.errors import (
     WorkerError,
     WorkerStartError,
 )
-from runtime_monarch._host_actor import Invocation, MonarchHost
+from runtime_monarch._host_actor import Invocation, host_class
 
 __all__ = ["MonarchBackend", "MonarchPending", "MonarchWorker"]
 
@@ -87,6 +92,8 @@ class MonarchWorker:
     key: tuple[tuple[str, str], ...] = ()
     dead: bool = False
     lock: threading.Lock = attrs.field(factory=threading.Lock)
+    #: The actor's generated endpoint for each registered ``(role, method)``.
+    methods: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
 
     @property
     def rank(self) -> int:
@@ -136,7 +143,7 @@ class MonarchBackend:
         self._env = dict(env or {})
         self._noset = noset_visible_devices
         self._reuse_timeout = reuse_timeout
-        self._idle: dict[tuple[tuple[str, str], ...], list[tuple[ProcMesh, Any, int]]] = {}
+        self._idle: dict[tuple[tuple[str, str], ...], list[_Idle]] = {}
         self._lock = threading.RLock()
         self._workers: list[MonarchWorker] = []
         self._reserved: set[tuple[str, int]] = set()
@@ -264,18 +271,26 @@ class MonarchBackend:
         return attrs.evolve(launch, context=attrs.evolve(launch.context, visible_devices=ids))
 
     def _create(self, launch: HostLaunch) -> MonarchWorker:
+        """A host for ``launch``: an idle process with the same boot environment (its actor
+        keeps the class it was spawned with: a generated endpoint runs ``(role, method)`` by
+        name on whatever the host now holds), else a new process."""
         key = self._boot_env(launch)
         with self._lock:
             idle = self._idle.get(key)
             if idle:
-                procs, actor, pid = idle.pop()
-                return MonarchWorker(procs=procs, actor=actor, launch=launch, pid=pid, key=key)
+                procs, actor, pid, methods = idle.pop()
+                return MonarchWorker(
+                    procs=procs, actor=actor, launch=launch, pid=pid, key=key, methods=methods
+                )
+        hosted = host_class([(role, spec.cls) for role, spec in launch.roles])
         command = default_bootstrap_cmd().with_env(dict(key))
         procs = this_host().spawn_procs(
             per_host={"procs": 1}, bootstrap_command=command, name=launch.name.replace(":", "_")
         )
-        actor = procs.spawn("host", MonarchHost).slice(procs=0)
-        return MonarchWorker(procs=procs, actor=actor, launch=launch, key=key)
+        actor = procs.spawn("host", hosted.cls).slice(procs=0)
+        return MonarchWorker(
+            procs=procs, actor=actor, launch=launch, key=key, methods=hosted.methods
+        )
 
     def _boot_env(self, launch: HostLaunch) -> tuple[tuple[str, str], ...]:
         """What a rank's process must have before it starts (and what makes an idle process
@@ -316,7 +331,7 @@ class MonarchBackend:
                 continue
             if not self._closed:
                 with self._lock:
-                    self._idle.setdefault(w.key, []).append((w.procs, w.actor, w.pid))
+                    self._idle.setdefault(w.key, []).append((w.procs, w.actor, w.pid, w.methods))
                 reused.add(id(w))
         for w in live:
             pid, w.pid = w.pid, -1
@@ -344,7 +359,7 @@ class MonarchBackend:
             idle = [entry for entries in self._idle.values() for entry in entries]
             self._idle.clear()
         self.terminate(workers)
-        for procs, _, pid in idle:
+        for procs, _, pid, _ in idle:
             self._kill(procs, pid)
 
     # ------------------------------------------------------------------ calls
@@ -361,6 +376,12 @@ class MonarchBackend:
         for x, call in zip(workers, calls, strict=True):
             w = self._worker(x)
             pending = MonarchPending(w, call)
+            name = w.methods.get((call.role, call.method))
+            if name is not None and not w.dead and _direct(call.args, call.kwargs):
+                # Monarch pickles all arguments of a message together: any number go as is.
+                pending.future = getattr(w.actor, name).call_one(*call.args, **call.kwargs)
+                out.append(pending)
+                continue
             args, kwargs, handles = extract_handles(call.args, call.kwargs)
             try:
                 resolved = [self._resolve(h) for h in handles]
@@ -481,6 +502,15 @@ class MonarchBackend:
         if not isinstance(w, MonarchWorker):
             raise TypeError(f"MonarchBackend got a worker handle of another backend: {w!r}")
         return w
+
+
+#: An idle process kept for reuse: its proc mesh, actor, pid and the actor's endpoints.
+_Idle = tuple[ProcMesh, Any, int, Mapping[tuple[str, str], str]]
+
+
+def _direct(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    """Whether a call can pass its own arguments: none is a handle to lift and resolve."""
+    return not any(isinstance(v, (Shared, FutureSlice)) for v in (*args, *kwargs.values()))
 
 
 def _precedence(error: BaseException) -> tuple[bool, int]:

@@ -1,4 +1,11 @@
-"""The adapter's one Monarch actor class: a generic host for one rank.
+"""The adapter's Monarch actor classes: a generic host for one rank.
+
+:func:`host_class` derives from :class:`MonarchHost`, once per combination of hosted roles and
+worker classes, a subclass with **one endpoint per registered worker method**
+(``<role>__<method>``): a call without lifted handles is then
+``actor.<role>__<method>.call_one(*args, **kwargs)``, what a raw Monarch call sends. Calls with
+lifted handles and built-in calls go through :meth:`MonarchHost.invoke`. Both end in
+:meth:`runtime.backend.WorkerHost.invoke`.
 
 :class:`MonarchHost` never runs user code in its constructor (Monarch reports an actor
 ``__init__`` that raises as a supervision failure of the whole mesh): the driver spawns it,
@@ -11,18 +18,20 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import torch  # noqa: F401  (Monarch's native module links libtorch: torch first)
 from monarch.actor import Actor, endpoint
 
+from runtime import registered_methods
 from runtime.backend import HostLaunch, WorkerContext, WorkerHost, finalize_context
 from runtime.errors import WorkerStartError
 
-__all__ = ["Invocation", "MonarchHost"]
+__all__ = ["HostClass", "Invocation", "MonarchHost", "host_class"]
 
 #: One call as it travels to a host: ``(role, method, args, kwargs, resolved)``.
 Invocation = tuple[str, str, Sequence[Any], Mapping[str, Any], Sequence[Any]]
@@ -68,6 +77,18 @@ class MonarchHost(Actor):
         ``benchmarks/bench_monarch_overhead.py``).
         """
         role, method, args, kwargs, resolved = call
+        return self.run(role, method, args, kwargs, resolved)
+
+    def run(
+        self,
+        role: str,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        resolved: Sequence[Any] = (),
+    ) -> Any:
+        """Run one call on the started host (the generated endpoints and :meth:`invoke` both
+        end here); not started: :class:`~runtime.errors.WorkerStartError`."""
         if self._host is None:
             raise WorkerStartError("the host was not started", role=role, method=method)
         return self._host.invoke(role, method, args, kwargs, resolved)
@@ -81,6 +102,66 @@ class MonarchHost(Actor):
         return os.getpid()
 
     @endpoint
+    def nop(self, x: Any = None) -> Any:
+        """The engine's floor on this actor: returns ``x`` and runs nothing of ours (the
+        benchmark suite's raw baseline)."""
+        return x
+
+    @endpoint
     def ping(self) -> int:
         """Liveness probe: this process's id."""
         return os.getpid()
+
+
+@attrs.frozen
+class HostClass:
+    """A host actor class and the endpoint that runs each registered ``(role, method)``."""
+
+    cls: type[MonarchHost]
+    methods: Mapping[tuple[str, str], str]
+
+
+_classes: dict[tuple[tuple[str, type[Any]], ...], HostClass] = {}
+_classes_lock = threading.Lock()
+
+
+def host_class(roles: Sequence[tuple[str, type[Any]]]) -> HostClass:
+    """The host actor class for ``(role, worker class)`` pairs, built once per combination.
+
+    Every registered method of every role gets an endpoint ``<role>__<method>`` that calls
+    :meth:`MonarchHost.run`; a name that would shadow a :class:`MonarchHost` attribute is left
+    out (that method then goes through :meth:`MonarchHost.invoke`). The class is not
+    importable by name, so it travels to the rank's process by value.
+    """
+    key = tuple(roles)
+    with _classes_lock:
+        found = _classes.get(key)
+        if found is not None:
+            return found
+        namespace: dict[str, Any] = {}
+        methods: dict[tuple[str, str], str] = {}
+        for role, cls in roles:
+            for method in registered_methods(cls):
+                name = f"{role}__{method}"
+                if hasattr(MonarchHost, name) or name in namespace:
+                    continue
+                namespace[name] = endpoint(_direct(role, method, name))
+                methods[(role, method)] = name
+        label = "+".join(role for role, _ in roles)
+        namespace["__qualname__"] = f"MonarchHost[{label}]"
+        namespace["__module__"] = MonarchHost.__module__
+        found = HostClass(type(f"MonarchHost[{label}]", (MonarchHost,), namespace), methods)
+        _classes[key] = found
+        return found
+
+
+def _direct(role: str, method: str, name: str) -> Callable[..., Any]:
+    """The endpoint body that runs ``role.method`` with the call's own arguments."""
+
+    def call(self: MonarchHost, *args: Any, **kwargs: Any) -> Any:
+        return self.run(role, method, args, kwargs)
+
+    call.__name__ = name
+    call.__qualname__ = f"MonarchHost.{name}"
+    call.__doc__ = f"Run {role}.{method}(*args, **kwargs) on this rank."
+    return call

@@ -13,5 +13,6 @@ driver reaches them with :meth:`RayBackend.attach` or :func:`attach`.
 """
 
 from runtime_ray._backend import RayBackend, RayPending, RayWorker, attach
+from runtime_ray._host_actor import is_call_task
 
-__all__ = ["RayBackend", "RayPending", "RayWorker", "attach"]
+__all__ = ["RayBackend", "RayPending", "RayWorker", "attach", "is_call_task"]

@@ -13,13 +13,17 @@ placement (:mod:`runtime_ray._reservations`)
     last actor placed in it, a spawn on it fails, or ``release`` is called (also for a
     detached one another driver left, found by name); ``shutdown`` releases the rest.
 spawn (here)
-    one :data:`~runtime_ray._host_actor.HostActor` per rank on its bundle (fractional GPUs for
-    ``max_colocate_count > 1``), named ``launch.name``; then ``start()`` on all of them, where
-    the user constructors run and the context gets the GPU ids Ray assigned.
+    one host actor per rank on its bundle (fractional GPUs for ``max_colocate_count > 1``),
+    named ``launch.name``, of the class :func:`~runtime_ray._host_actor.host_class` builds
+    for the launch's roles; then ``start()`` on all of them, where the user constructors run
+    and the context gets the GPU ids Ray assigned.
 calls (:mod:`runtime_ray._calls`)
-    ``share`` is ``ray.put``; :class:`runtime.Shared` and :class:`runtime.FutureSlice`
-    handles are lifted out of the arguments and passed as top-level arguments of the actor
-    call, so Ray resolves them on the worker. ``wait`` polls so a dead rank is reported while
+    ``share`` is ``ray.put``. A call with at most one argument, no lifted handle and no raw
+    ``ObjectRef`` argument is the actor's generated method for it, called with the call's own
+    arguments (what a raw Ray call sends); any other is ``invoke.remote((role, method, args,
+    kwargs), *handles)``: :class:`runtime.Shared` and :class:`runtime.FutureSlice` handles
+    are lifted out of the arguments and passed as top-level arguments of the actor call, so
+    Ray resolves them on the worker. ``wait`` polls so a dead rank is reported while
     its peers are still blocked (e.g. in a collective), and maps Ray's exceptions into
     :mod:`runtime.errors`.
 attach (:mod:`runtime_ray._attach`)
@@ -45,9 +49,11 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from runtime.backend import (
     Backend,
+    FutureSlice,
     HostLaunch,
     RankCall,
     ResourcePool,
+    Shared,
     WorkerGroup,
     attached_group,
     extract_handles,
@@ -58,7 +64,7 @@ from runtime_ray import _casts
 from runtime_ray._attach import find_hosts
 from runtime_ray._calls import RayPending, RayWorker, gather, ref_of
 from runtime_ray._cluster import RAY_ADDRESS, Cluster
-from runtime_ray._host_actor import NOSET_ENV, HostActor, Invocation
+from runtime_ray._host_actor import NOSET_ENV, Invocation, host_class
 from runtime_ray._reservations import Reservation, Reservations
 
 __all__ = ["RayBackend", "RayPending", "RayWorker", "attach", "check_plain_classes"]
@@ -222,9 +228,10 @@ class RayBackend:
             raise PlacementError(
                 f"{launch.name}: node entry {key} is not reserved; call reserve(pool) before spawn"
             )
+        hosted = host_class([(role, spec.cls) for role, spec in launch.roles])
         try:
             actor = _casts.create_actor(
-                HostActor,
+                hosted.actor,
                 self._actor_options(launch, res),
                 launch.name,
                 launch.role_names[0],
@@ -246,6 +253,7 @@ class RayBackend:
             node_ip=launch.context.node_ip,
             detached=launch.detached,
             key=key,
+            methods=hosted.methods,
         )
         with self._lock:
             self._actors[id(worker)] = worker
@@ -356,14 +364,21 @@ class RayBackend:
                 raise TypeError(f"RayBackend.cancel got a handle of another backend: {p!r}")
 
     def submit(self, workers: Sequence[object], calls: Sequence[RankCall]) -> list[RayPending]:
-        """``invoke.remote((role, method, args, kwargs), *handles)`` per rank, no waiting."""
+        """One actor call per rank, no waiting: the generated method of ``(role, method)``
+        with the call's own arguments when :func:`_direct` allows, else
+        ``invoke.remote((role, method, args, kwargs), *handles)``."""
         out: list[RayPending] = []
         for w, call in zip(workers, calls, strict=True):
             worker = self._worker(w)
-            args, kwargs, handles = extract_handles(call.args, call.kwargs)
-            refs = [ref_of(h) for h in handles]
-            invocation: Invocation = (call.role, call.method, args, kwargs)
-            ref = _casts.host_ref(worker.actor).invoke.remote(invocation, *refs)
+            name = worker.methods.get((call.role, call.method))
+            if name is not None and _direct(call.args, call.kwargs):
+                remote = _casts.host_method(worker.actor, name)
+                ref = remote.remote(*call.args, **call.kwargs)
+            else:
+                args, kwargs, handles = extract_handles(call.args, call.kwargs)
+                refs = [ref_of(h) for h in handles]
+                invocation: Invocation = (call.role, call.method, args, kwargs)
+                ref = _casts.host_ref(worker.actor).invoke.remote(invocation, *refs)
             out.append(RayPending(ref, call.rank, call.role, call.method, worker.node_ip))
         return out
 
@@ -423,6 +438,20 @@ def attach(
         namespace=namespace,
     )
     return backend.attach(names, cls, role=role, timeout=timeout)
+
+
+def _direct(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    """Whether a call can pass its own arguments to the actor: at most one (Ray serializes
+    each top-level argument on its own, so several cost more than one tuple), and that one
+    neither a handle to lift (``Shared``/``FutureSlice``: ``invoke`` has Ray resolve them) nor
+    an ``ObjectRef`` (Ray would resolve a top-level one; inside ``invoke``'s tuple it reaches
+    the worker as the ref the caller passed)."""
+    if len(args) + len(kwargs) > 1:
+        return False
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, (Shared, FutureSlice, ray.ObjectRef)):
+            return False
+    return True
 
 
 def check_plain_classes(launch: HostLaunch) -> None:

@@ -42,7 +42,9 @@ class RayWorker:
     """``RayBackend``'s handle of one rank: the host actor plus what errors need to name.
 
     ``key`` is the reservation (node entry) the actor was placed in; ``None`` for attached
-    workers, whose reservation belongs to the driver that created them.
+    workers, whose reservation belongs to the driver that created them. ``methods``: the
+    actor's generated method for each registered ``(role, method)`` (empty for attached
+    workers: their calls all go through ``invoke``).
     """
 
     actor: ActorHandle[Any]
@@ -52,6 +54,7 @@ class RayWorker:
     node_ip: str
     detached: bool = False
     key: tuple[str, int] | None = None
+    methods: Mapping[tuple[str, str], str] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)

@@ -5,7 +5,8 @@ friends, ``ray.nodes``, ``ray.remote(concurrency_groups=...)``, ``ActorClass.opt
 are typed by the stubs in ``typings/ray`` (top level), so the adapter calls them directly.
 What is left is :func:`host_ref`: attribute access on an ``ActorHandle`` is untyped (remote
 methods are reached by name), so method calls on our host actor go through
-:class:`HostActorRef`, a small typed view of its three methods.
+:class:`HostActorRef`, a small typed view of its fixed methods, and :func:`host_method`, a
+generated per-worker-method one reached by its name.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "create_actor",
     "find_placement_group",
     "gcs_address",
+    "host_method",
     "host_ref",
 ]
 
@@ -31,7 +33,7 @@ T = TypeVar("T")
 
 
 class _RemoteCall(Protocol):
-    def remote(self, *args: Any) -> ray.ObjectRef[Any]: ...
+    def remote(self, *args: Any, **kwargs: Any) -> ray.ObjectRef[Any]: ...
 
 
 class HostActorRef(Protocol):
@@ -43,11 +45,19 @@ class HostActorRef(Protocol):
     def invoke(self) -> _RemoteCall: ...
     @property
     def ping(self) -> _RemoteCall: ...
+    @property
+    def nop(self) -> _RemoteCall: ...
 
 
 def host_ref(handle: ActorHandle[Any]) -> HostActorRef:
     """A typed view of a host actor handle (``ActorHandle`` attribute access is untyped)."""
     return cast(HostActorRef, handle)
+
+
+def host_method(handle: ActorHandle[Any], name: str) -> _RemoteCall:
+    """The remote method ``name`` of a host actor (one generated per worker method)."""
+    method: _RemoteCall = getattr(handle, name)
+    return method
 
 
 def actor_class(cls: type[T], *, concurrency_groups: Mapping[str, int]) -> ActorClass[T]:

@@ -1,7 +1,16 @@
-"""The adapter's one Ray actor class: a generic host for one rank.
+"""The adapter's Ray actor classes: a generic host for one rank.
 
-:class:`RayHost` is a plain class wrapped **once** with ``ray.remote`` (:data:`HostActor`).
-It never runs user code in its constructor: Ray reports errors raised in an actor's
+:class:`RayHost` is a plain class. :func:`host_class` derives from it, once per combination of
+hosted roles and worker classes, a subclass with **one actor method per registered worker
+method** (``<role>__<method>``) and wraps it with ``ray.remote`` (cached for the driver's
+lifetime, so Ray exports each class once). A call with at most one argument that is neither a
+lifted handle nor a raw ``ObjectRef`` is then
+``actor.<role>__<method>.remote(*args, **kwargs)``, exactly what a raw Ray call sends: no
+envelope, nothing at all for a call without arguments. Every other call (lifted handles, several
+arguments, built-in calls, attached groups) goes through :meth:`RayHost.invoke` with one
+``(role, method, args, kwargs)`` tuple. Both end in :meth:`runtime.WorkerHost.invoke`.
+
+A host never runs user code in its constructor: Ray reports errors raised in an actor's
 ``__init__`` opaquely, so the driver creates every actor first and then calls
 :meth:`RayHost.start`, which unpickles the launch, finalises the worker context with the
 devices Ray actually assigned, and builds a :class:`runtime.WorkerHost` (whose constructor
@@ -16,18 +25,31 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import ray
+from ray.actor import ActorClass
 
+from runtime import registered_methods
 from runtime.backend import HostLaunch, WorkerContext, WorkerHost, finalize_context
 from runtime.errors import WorkerStartError
 from runtime_ray._casts import actor_class
 
-__all__ = ["CONTROL_GROUP", "NOSET_ENV", "HostActor", "Invocation", "RayHost", "final_context"]
+__all__ = [
+    "CONTROL_GROUP",
+    "NOSET_ENV",
+    "HostClass",
+    "Invocation",
+    "RayHost",
+    "final_context",
+    "host_class",
+    "is_call_task",
+]
 
 #: The concurrency group of liveness probes (one thread, separate from user methods).
 CONTROL_GROUP = "control"
@@ -104,11 +126,28 @@ class RayHost:
         and four small ones cost ~0.5 ms more per 4-rank call than one tuple (measured).
         """
         role, method, args, kwargs = call
+        return self.run(role, method, args, kwargs, resolved)
+
+    def run(
+        self,
+        role: str,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        resolved: Sequence[Any] = (),
+    ) -> Any:
+        """Run one call on the started host (the generated per-method actor methods and
+        :meth:`invoke` both end here); not started: :class:`~runtime.errors.WorkerStartError`."""
         if self._host is None:
             raise WorkerStartError(
                 "the host was not started", role=role, rank=self._rank, method=method
             )
         return self._host.invoke(role, method, args, kwargs, resolved)
+
+    def nop(self, x: Any = None) -> Any:
+        """The engine's floor on this actor: returns ``x`` and runs nothing of ours. Same
+        concurrency group as the worker methods; the benchmark suite's raw baseline."""
+        return x
 
     @ray.method(concurrency_group=CONTROL_GROUP)
     def ping(self) -> int:
@@ -116,5 +155,66 @@ class RayHost:
         return os.getpid()
 
 
-#: :class:`RayHost` wrapped once with ``ray.remote``; the adapter's only actor class.
-HostActor = actor_class(RayHost, concurrency_groups={CONTROL_GROUP: 1})
+@attrs.frozen
+class HostClass:
+    """A host actor class and the actor method that runs each registered ``(role, method)``."""
+
+    actor: ActorClass[RayHost]
+    methods: Mapping[tuple[str, str], str]
+
+
+_classes: dict[tuple[tuple[str, type[Any]], ...], HostClass] = {}
+_classes_lock = threading.Lock()
+
+
+def host_class(roles: Sequence[tuple[str, type[Any]]]) -> HostClass:
+    """The host actor class for ``(role, worker class)`` pairs, built once per combination.
+
+    Every registered method of every role gets an actor method ``<role>__<method>`` that calls
+    :meth:`RayHost.run`; a name that would shadow a :class:`RayHost` attribute is left out
+    (that method then goes through :meth:`RayHost.invoke`).
+    """
+    key = tuple(roles)
+    with _classes_lock:
+        found = _classes.get(key)
+        if found is not None:
+            return found
+        namespace: dict[str, Any] = {}
+        methods: dict[tuple[str, str], str] = {}
+        for role, cls in roles:
+            for method in registered_methods(cls):
+                name = f"{role}__{method}"
+                if hasattr(RayHost, name) or name in namespace:
+                    continue
+                namespace[name] = _direct(role, method, name)
+                methods[(role, method)] = name
+        label = "+".join(role for role, _ in roles)
+        namespace["__qualname__"] = f"RayHost[{label}]"  # not importable: pickled by value
+        namespace["__module__"] = RayHost.__module__
+        cls_ = type(f"RayHost[{label}]", (RayHost,), namespace)
+        found = HostClass(actor_class(cls_, concurrency_groups={CONTROL_GROUP: 1}), methods)
+        _classes[key] = found
+        return found
+
+
+#: A host actor's user-call task as Ray's timeline names it (``cat``): ``invoke`` or a
+#: generated ``<role>__<method>`` of ``RayHost`` or a subclass ``RayHost[<roles>]``.
+_CALL_TASK = re.compile(r"RayHost(\[[^\]]*\])?\.(invoke|\w+__\w+)$")
+
+
+def is_call_task(category: str) -> bool:
+    """Whether a Ray timeline event category (``cat``, e.g. ``task::RayHost[actor].actor__
+    update``) is a host actor running a worker method (not ``start``, ``ping`` or ``nop``)."""
+    return _CALL_TASK.search(category) is not None
+
+
+def _direct(role: str, method: str, name: str) -> Callable[..., Any]:
+    """The actor method that runs ``role.method`` with the call's own arguments."""
+
+    def call(self: RayHost, *args: Any, **kwargs: Any) -> Any:
+        return self.run(role, method, args, kwargs)
+
+    call.__name__ = name
+    call.__qualname__ = f"RayHost.{name}"
+    call.__doc__ = f"Run {role}.{method}(*args, **kwargs) on this rank."
+    return call

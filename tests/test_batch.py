@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import pickle
 import warnings
-from collections.abc import Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -17,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import runtime._batch as batch_module
-from runtime._batch import Batch, BatchConfig, _rebuild_batch, batch_config
+from runtime._batch import Batch, _rebuild_batch
 from runtime.errors import BatchError
 
 PROPERTY = settings(max_examples=50, deadline=None)
@@ -45,21 +43,11 @@ def row_ids(b: Batch) -> list[int]:
     return [int(v) // 10 for v in b.non_tensors["score"]]
 
 
-@pytest.fixture
-def clean_padding_switches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("RUNTIME_AUTO_PADDING", raising=False)
-    saved = batch_config.auto_padding
-    batch_config.auto_padding = False
-    yield
-    batch_config.auto_padding = saved
-
-
 # ---------------------------------------------------------------------- construction
 
 
 def test_public_names() -> None:
-    assert batch_module.__all__ == ["Batch", "BatchConfig", "batch_config"]
-    assert isinstance(batch_config, BatchConfig)
+    assert batch_module.__all__ == ["Batch"]
 
 
 def test_length_mismatch_names_column_and_lengths() -> None:
@@ -87,15 +75,13 @@ def test_len_of_empty_and_non_tensor_only_batches() -> None:
     assert len(make_batch(7)) == 7
 
 
-def test_from_dict_makes_one_object_per_row_and_sets_padding_flag() -> None:
-    b = Batch.from_dict(
-        {"x": torch.zeros(2)}, {"pairs": [[1, 2], [3, 4]]}, {"k": 1}, auto_padding=True
-    )
+def test_from_dict_makes_one_object_per_row() -> None:
+    b = Batch.from_dict({"x": torch.zeros(2)}, {"pairs": [[1, 2], [3, 4]]}, {"k": 1})
     pairs = b.non_tensors["pairs"]
     assert pairs.dtype == object
     assert pairs.shape == (2,)
     assert pairs[1] == [3, 4]
-    assert b.meta == {"k": 1, "_auto_padding": True}
+    assert b.meta == {"k": 1}
 
 
 def test_from_single_dict_splits_tensors_and_arrays() -> None:
@@ -212,7 +198,7 @@ def test_chunk_gives_equal_owned_pieces_and_copies_meta() -> None:
 
 
 def test_chunk_rejects_uneven_length_and_suggests_padding() -> None:
-    with pytest.raises(BatchError, match=r"length 10 into 3 .*pad_to_multiple.*auto padding"):
+    with pytest.raises(BatchError, match=r"length 10 into 3 .*pad_to_multiple.*with_padding"):
         make_batch(10).chunk(3)
     with pytest.raises(BatchError, match="n >= 1"):
         make_batch(2).chunk(0)
@@ -419,35 +405,6 @@ def test_repeat_interleave_and_tile_exact_values() -> None:
     assert len(b.repeat(0)) == 0
 
 
-# ---------------------------------------------------------------------- padding switch
-
-
-def padding_on(b: Batch) -> bool:
-    # A function call, so mypy does not narrow the property across the switches we flip.
-    return b.padding_enabled
-
-
-@pytest.mark.usefixtures("clean_padding_switches")
-def test_padding_enabled_sources(monkeypatch: pytest.MonkeyPatch) -> None:
-    b = make_batch(2)
-    assert not padding_on(b)
-    flagged = b.with_auto_padding()
-    assert padding_on(flagged)
-    assert not padding_on(b)
-    assert "_auto_padding" not in b.meta
-    assert not padding_on(flagged.with_auto_padding(False))
-    assert padding_on(Batch.from_dict({"x": torch.zeros(1)}, auto_padding=True))
-
-    batch_config.auto_padding = True
-    assert padding_on(b)
-    batch_config.auto_padding = False
-    assert not padding_on(b)
-
-    for value, expected in [("1", True), ("true", True), ("True", True), ("0", False)]:
-        monkeypatch.setenv("RUNTIME_AUTO_PADDING", value)
-        assert padding_on(b) is expected
-
-
 # ---------------------------------------------------------------------- serialization
 
 
@@ -568,16 +525,6 @@ def test_pickle_object_arrays_of_dicts_and_numeric_arrays() -> None:
 def test_unknown_wire_format_is_rejected() -> None:
     with pytest.raises(BatchError, match=r"unknown batch wire format 'runtime.batch/999'"):
         _rebuild_batch({"format": "runtime.batch/999"})
-
-
-def test_decoding_ignores_receiver_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    data = pickle.dumps(make_batch(3), protocol=5)
-    monkeypatch.setenv("RUNTIME_AUTO_PADDING", "1")
-    assert os.environ["RUNTIME_AUTO_PADDING"] == "1"
-    back = pickle.loads(data)
-    assert isinstance(back, Batch)
-    assert back.equals(make_batch(3))
-    assert "_auto_padding" not in back.meta
 
 
 # ---------------------------------------------------------------------- make_iterator

@@ -133,7 +133,6 @@ VIEWS: dict[str, Callable[[Batch], Batch]] = {
     "chunk": lambda b: b.chunk(2, copy=False)[1],
     "chunk_owned": lambda b: b.chunk(1)[0],
     "to": lambda b: b.to("cpu"),
-    "copy": lambda b: b.with_auto_padding(),
     "union": lambda b: b.select(["x"], []).union(b.select(["seq"], ["score"])),
     "pad0": lambda b: b.pad_to_multiple(2)[0],
     "unpad": lambda b: b.unpad(1),

@@ -184,8 +184,8 @@ def test_a_jagged_column_is_padded_and_unpadded_by_the_dispatcher(
     lengths = [2, 5, 0, 1, 3, 4, 1]  # 7 rows for 4 ranks: one padding row
     rows = _rows(lengths)
     seq = torch.nested.nested_tensor(rows, layout=torch.jagged)
-    data = Batch({"seq": seq, "id": torch.arange(7)}).with_auto_padding()
-    out = jagged4.call(JaggedWorker.echo, data)
+    data = Batch({"seq": seq, "id": torch.arange(7)})
+    out = jagged4.with_padding().call(JaggedWorker.echo, data)
     assert len(out) == 7
     assert out.tensors["id"].tolist() == list(range(7))
     for got, want in zip(out.tensors["seq"].unbind(), rows, strict=True):

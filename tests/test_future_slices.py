@@ -22,7 +22,6 @@ def future(part_rows: list[int]) -> BatchFuture:
         Collector("concat"),
         what="producer.m",
         part_rows=part_rows,
-        padding_enabled=False,
     )
 
 

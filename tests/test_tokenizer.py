@@ -46,14 +46,31 @@ def test_vocabulary_layout() -> None:
     assert TOK.has_chat_template
 
 
-@given(st.text(alphabet=st.sampled_from(CHARACTERS), max_size=40))
+def _holds_no_special_token(text: str) -> bool:
+    return not any(token in text for token in SPECIAL_TOKENS)
+
+
+@given(st.text(alphabet=st.sampled_from(CHARACTERS), max_size=40).filter(_holds_no_special_token))
 @example("\n\n")  # runs of newlines once came out as one unknown token
 @example("a  b")
 def test_encode_decode_round_trip(text: str) -> None:
+    """Every text without a special token's spelling round-trips one character per token."""
     ids = TOK.encode_text(text)
     assert len(ids) == len(text)
     assert TOK.decode(ids) == text
     assert TOK.decode([*ids, TOK.eos_id, *ids]) == text  # stops at EOS
+
+
+@pytest.mark.parametrize("special", SPECIAL_TOKENS)
+def test_a_special_tokens_spelling_in_text_is_that_special_token(special: str) -> None:
+    """As in every Hugging Face tokenizer by default: "<unk>" in text is the one token
+    ``<unk>``, not five characters (hypothesis once generated such a text)."""
+    ids = TOK.encode_text(f"a{special}b")
+    assert ids == [
+        *TOK.encode_text("a"),
+        TOK.hf.convert_tokens_to_ids(special),
+        *TOK.encode_text("b"),
+    ]
 
 
 def test_raw_prompts_get_bos_and_chat_prompts_the_template() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from runtime import Backend, Batch, WorkerGroup, WorkerSpec, fuse
+from runtime import Backend, Batch, SpawnOptions, WorkerGroup, WorkerSpec, fuse
 from runtime.errors import (
     CallTimeoutError,
     PlacementError,
@@ -151,7 +151,7 @@ def test_a_constructor_that_hangs(
             WorkerSpec.of(SlowStart, 600.0),
             cpu_pool(2),
             role="stuck",
-            start_timeout=START_DEADLINE_S,
+            options=SpawnOptions(start_timeout=START_DEADLINE_S),
         )
     waited = time.monotonic() - start
     record_property("surfaced_s", round(waited, 3))
@@ -167,7 +167,7 @@ def test_an_unsatisfiable_placement(backend: Backend, probe: LeakProbe) -> None:
     pool = unplaceable_pool(backend)
     start = time.monotonic()
     with pytest.raises(PlacementError) as info:
-        WorkerGroup(backend, WorkerSpec.of(Calc), pool, start_timeout=1.0)
+        WorkerGroup(backend, WorkerSpec.of(Calc), pool, options=SpawnOptions(start_timeout=1.0))
     assert time.monotonic() - start <= 1.0 + ERROR_SURFACE_S
     assert str(pool.devices_per_process) in str(info.value)
     probe.assert_clean()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from runtime import ResourcePool, WorkerGroup, WorkerSpec
+from runtime import ResourcePool, SpawnOptions, WorkerGroup, WorkerSpec
 from runtime.errors import WorkerStartError
 from tests.monarch.workers import Sleepy
 
@@ -21,7 +21,10 @@ def test_hanging_constructor_is_a_worker_start_error() -> None:
         start = time.monotonic()
         with pytest.raises(WorkerStartError) as info:
             WorkerGroup(
-                backend, WorkerSpec.of(Sleepy, 600.0), ResourcePool.create([2]), start_timeout=4.0
+                backend,
+                WorkerSpec.of(Sleepy, 600.0),
+                ResourcePool.create([2]),
+                options=SpawnOptions(start_timeout=4.0),
             )
         assert 3.9 < time.monotonic() - start < 30  # the start deadline, not the 600 s sleep
         err = info.value

@@ -6,7 +6,7 @@ import time
 
 from runtime import Dispatch, register
 
-__all__ = ["Sleepy"]
+__all__ = ["Adder", "Sleepy"]
 
 
 class Sleepy:
@@ -18,3 +18,18 @@ class Sleepy:
     @register(Dispatch.ONE_TO_ALL)
     def noop(self) -> None:
         return None
+
+
+class Adder:
+    """Small calls with and without arguments (the generated-endpoint path)."""
+
+    def __init__(self, base: int = 0) -> None:
+        self.base = base
+
+    @register(Dispatch.ONE_TO_ALL)
+    def add(self, x: int, y: int = 0) -> int:
+        return self.base + x + y
+
+    @register(Dispatch.ONE_TO_ALL)
+    def fail(self, message: str) -> None:
+        raise KeyError(message)

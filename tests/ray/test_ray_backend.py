@@ -35,6 +35,7 @@ from runtime import (
     NodeSlots,
     RankPlacement,
     ResourcePool,
+    SpawnOptions,
     WorkerContext,
     WorkerGroup,
     WorkerSpec,
@@ -188,7 +189,7 @@ def test_infeasible_pool_fails_fast_with_what_was_asked(backend: RayBackend) -> 
     pool = ResourcePool.create([1], devices_per_process=8)
     start = time.monotonic()
     with pytest.raises(PlacementError) as info:
-        WorkerGroup(backend, WorkerSpec.of(Probe), pool, start_timeout=1.0)
+        WorkerGroup(backend, WorkerSpec.of(Probe), pool, options=SpawnOptions(start_timeout=1.0))
     assert 0.9 < time.monotonic() - start < 15  # waited for the deadline, not longer
     message = str(info.value)
     assert "1 bundle(s) x {CPU: 1, GPU: 8}" in message
@@ -283,7 +284,9 @@ def test_hanging_constructor_is_a_worker_start_error(backend: RayBackend) -> Non
     pool = ResourcePool.create([2])
     start = time.monotonic()
     with pytest.raises(WorkerStartError) as info:
-        WorkerGroup(backend, WorkerSpec.of(Sleepy, 600.0), pool, start_timeout=3.0)
+        WorkerGroup(
+            backend, WorkerSpec.of(Sleepy, 600.0), pool, options=SpawnOptions(start_timeout=3.0)
+        )
     assert 2.9 < time.monotonic() - start < 20  # the start deadline, not the 600 s sleep
     err = info.value
     assert (err.role, err.rank, err.method) == ("sleepy", 0, "__init__")
@@ -389,7 +392,8 @@ def test_detached_group_attach_from_another_driver(backend: RayBackend) -> None:
     with RayBackend(runtime_env=PYTHONPATH_ENV) as owner:
         pool = ResourcePool.create([2], detached=True)
         name = f"detached-{uuid.uuid4().hex[:6]}"
-        group = WorkerGroup(owner, WorkerSpec.of(Probe, tag="d"), pool, name=name, timeout=60)
+        spec = WorkerSpec.of(Probe, tag="d")
+        group = WorkerGroup(owner, spec, pool, timeout=60, options=SpawnOptions(name=name))
         try:
             assert all(w.detached for w in _workers(group))
             proc = subprocess.run(

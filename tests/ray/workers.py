@@ -32,6 +32,11 @@ class Probe:
         return x
 
     @register(Dispatch.ONE_TO_ALL)
+    def kind(self, x: object) -> str:
+        """The type name of what arrived (a raw ``ObjectRef`` must arrive as one)."""
+        return type(x).__name__
+
+    @register(Dispatch.ONE_TO_ALL)
     def rank_plus(self, x: int) -> int:
         return x + current_context().rank
 

@@ -19,6 +19,7 @@ from runtime import (
     FusedGroup,
     GroupFuture,
     ResourcePool,
+    SpawnOptions,
     WorkerContext,
     WorkerGroup,
     WorkerSpec,
@@ -100,6 +101,30 @@ class Worker:
     def apply(self, fn: Callable[[Batch], Batch], data: Batch) -> Batch:
         return fn(data)
 
+    @register(Dispatch.DP_COMPUTE_PROTO_WITH_FUNC, pad=True)
+    async def apply_async(self, fn: Callable[[Batch], Batch], data: Batch, *, k: int = 0) -> Batch:
+        return fn(data)
+
+    @register(Dispatch.DP_COMPUTE_PROTO, pad=True)
+    def step_padded(self, data: Batch, lr: float = 1.0) -> Batch:
+        return data
+
+    @register(mesh_dispatch("train"), pad=True)
+    async def mesh_step_async(self, data: Batch) -> Batch:
+        return data
+
+    @register(Dispatch.DP_COMPUTE_METRIC, pad=False)
+    def metrics_unpadded(self, data: Batch, top: int) -> float:
+        return 0.0
+
+    @register(Dispatch.ALL_TO_ALL)
+    async def foo_async(self, x: int) -> str:
+        return str(x)
+
+    @register(MODE)
+    async def custom_async(self, x: int) -> int:
+        return x
+
     @register(Dispatch.DP_COMPUTE_METRIC)
     def metrics(self, data: Batch) -> dict[str, float]:
         return {}
@@ -124,6 +149,9 @@ class Worker:
         assert_type(self.step(Batch(), lr=0.5), Batch)
         assert_type(self.metrics(Batch()), dict[str, float])
         assert_type(self.add_async(1), Coroutine[Any, Any, str]).close()
+        assert_type(self.step_padded(Batch(), 0.1), Batch)
+        assert_type(self.mesh_step_async(Batch()), Coroutine[Any, Any, Batch]).close()
+        assert_type(self.foo_async(1), Coroutine[Any, Any, str]).close()
         other = sibling("critic", Critic)
         assert_type(other.score(Batch()), Batch)
 
@@ -161,7 +189,11 @@ def blocking_calls(group: WorkerGroup[Worker], batch: Batch, future: BatchFuture
     # DP_COMPUTE_PROTO_WITH_FUNC -> Batch.
     assert_type(group.call(Worker.apply, double, batch), Batch)
     assert_type(group.call(Worker.apply, double, future), Batch)
+    assert_type(group.call(Worker.apply_async, double, future, k=1), Batch)
+    assert_type(group.call(Worker.mesh_step_async, future), Batch)
     # DP_COMPUTE_METRIC -> list[R].
+    assert_type(group.call(Worker.metrics_unpadded, batch, 3), list[float])
+    assert_type(group.call(Worker.metrics_unpadded, batch, top=3), list[float])
     assert_type(group.call(Worker.metrics, batch), list[dict[str, float]])
     assert_type(group.call(Worker.metrics_async, future), list[list[float]])
     # ALL_TO_ALL / DP_COMPUTE -> list[R] through call_per_rank.
@@ -170,8 +202,10 @@ def blocking_calls(group: WorkerGroup[Worker], batch: Batch, future: BatchFuture
     assert_type(group.call_per_rank(Worker.foo, per_rank), list[float])
     assert_type(group.call_per_rank(Worker.shard, [Worker.shard.bind([1, 2])]), list[int])
     assert_type(group.call_per_rank(Worker.default_mode, [Worker.default_mode.bind(3)]), list[int])
+    assert_type(group.call_per_rank(Worker.foo_async, [Worker.foo_async.bind(1)]), list[str])
     # Custom modes -> Any.
     assert_type(group.call(Worker.custom, 1), Any)
+    assert_type(group.call(Worker.custom_async, 1), Any)
     assert_type(group.call(Worker.custom_by_name, 1), Any)
     # Untyped escape hatches and helpers.
     assert_type(group.call_by_name("add", 1), Any)
@@ -199,6 +233,25 @@ def non_blocking_calls(group: WorkerGroup[Worker], batch: Batch, future: BatchFu
     assert_type(group.submit(Worker.zero, 1).get(), float)
 
 
+def padded_calls(group: WorkerGroup[Worker], batch: Batch, future: BatchFuture) -> None:
+    # A method registered with pad=True types like any other of its mode.
+    assert_type(group.call(Worker.step_padded, batch, lr=0.5), Batch)
+    assert_type(group.submit(Worker.step_padded, future), BatchFuture)
+    assert_type(group.submit(Worker.apply_async, double, batch), BatchFuture)
+    # A padding view is a WorkerGroup of the same class, with the same typed calls.
+    padded = group.with_padding()
+    assert_type(padded, WorkerGroup[Worker])
+    assert_type(padded.padding, bool)
+    assert_type(padded.with_timeout(5.0).with_padding(False), WorkerGroup[Worker])
+    assert_type(padded.call(Worker.step, batch), Batch)
+    assert_type(padded.submit(Worker.step_async, future), BatchFuture)
+    assert_type(padded.call(Worker.metrics, future), list[dict[str, float]])
+    assert_type(padded.submit(Worker.metrics_async, batch), GroupFuture[list[list[float]]])
+    assert_type(padded.call(Worker.mesh_step, batch, scale=3), Batch)
+    assert_type(padded.call(Worker.add, 1), list[int])
+    assert_type(padded.call_per_rank(Worker.foo, [Worker.foo.bind(1, "a")]), list[float])
+
+
 async def awaiting(group: WorkerGroup[Worker], batch: Batch) -> None:
     assert_type(await group.submit(Worker.add, 1), list[int])
     assert_type(await group.submit(Worker.step, batch), Batch)
@@ -211,8 +264,31 @@ def construction(backend: Backend, pool: ResourcePool) -> None:
     assert_type(spec.with_env(KEY="v"), WorkerSpec[Worker])
     group = WorkerGroup(backend, spec, pool)
     assert_type(group, WorkerGroup[Worker])
+    options = SpawnOptions(name="actor", port_range=(20000, 21000), start_timeout=60.0)
+    named = WorkerGroup(backend, spec, pool, role="actor", timeout=5.0, options=options)
+    assert_type(named, WorkerGroup[Worker])
     fused = fuse(backend, {"actor": spec, "critic": WorkerSpec.of(Critic)}, pool)
+    assert_type(fused, FusedGroup)
+    fused = fuse(backend, {"actor": spec}, pool, timeout=5.0, options=SpawnOptions(name="f"))
     assert_type(fused, FusedGroup)
     critic = fused.view("critic", Critic)
     assert_type(critic, WorkerGroup[Critic])
     assert_type(critic.call(Critic.score, Batch()), Batch)
+
+
+def fused_views(fused: FusedGroup, batch: Batch, future: BatchFuture) -> None:
+    """A fused group's views (also of its padding and timeout variants) type like groups."""
+    assert_type(fused.with_padding(), FusedGroup)
+    assert_type(fused.with_timeout(1.0).with_padding(False), FusedGroup)
+    actor = fused.with_padding().view("actor", Worker)
+    assert_type(actor, WorkerGroup[Worker])
+    assert_type(actor.call(Worker.add, 1), list[int])
+    assert_type(actor.call(Worker.zero_async, 1), bytes)
+    assert_type(actor.submit(Worker.step, future), BatchFuture)
+    assert_type(actor.call(Worker.apply, double, batch), Batch)
+    assert_type(actor.submit(Worker.metrics, batch), GroupFuture[list[dict[str, float]]])
+    assert_type(
+        actor.submit_per_rank(Worker.shard, [Worker.shard.bind([1])]), GroupFuture[list[int]]
+    )
+    critic = fused.view("critic", Critic)
+    assert_type(critic.submit(Critic.score, actor.submit(Worker.step, batch)), BatchFuture)

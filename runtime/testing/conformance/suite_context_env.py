@@ -17,6 +17,7 @@ from runtime import (
     PROTECTED_ENV_KEYS,
     Backend,
     ResourcePool,
+    SpawnOptions,
     WorkerContext,
     WorkerGroup,
     WorkerSpec,
@@ -76,7 +77,8 @@ def groups(backend: Backend) -> Iterator[Groups]:
         if role == "main":
             spec = spec.with_env(test_key="test_value")
         addr, port = master if master is not None else (None, None)
-        made.append(WorkerGroup(backend, spec, pool, role=role, master_addr=addr, master_port=port))
+        options = SpawnOptions(master_addr=addr, master_port=port)
+        made.append(WorkerGroup(backend, spec, pool, role=role, options=options))
         return made[-1]
 
     try:
@@ -201,9 +203,7 @@ def test_master_override_needs_both_or_neither(
     backend: Backend, addr: str | None, port: int | None
 ) -> None:
     with pytest.raises(ValueError, match="give both or neither"):
-        WorkerGroup(
-            backend, WorkerSpec.of(EnvWorker), cpu_pool(1), master_addr=addr, master_port=port
-        )
+        SpawnOptions(master_addr=addr, master_port=port)
 
 
 def test_nested_worker_sees_the_same_context(calc4: WorkerGroup[Calc]) -> None:

@@ -137,7 +137,7 @@ def test_batch_arguments_of_different_lengths(calc4: WorkerGroup[Calc]) -> None:
 
 def test_non_divisible_batch_without_padding(calc4: WorkerGroup[Calc]) -> None:
     data = Batch({"a": torch.arange(10)})
-    with pytest.raises(DispatchError, match=r"10 rows does not split evenly over 4 ranks"):
+    with pytest.raises(DispatchError, match=r"10 rows, which does not split evenly over 4 ranks"):
         calc4.call(Calc.add_initial, data)
     assert data.tensors["a"].tolist() == list(range(10))
     assert data.meta == {}

@@ -211,7 +211,7 @@ def test_mesh_submit_and_chained_future(calc4: WorkerGroup[Calc], calc2: WorkerG
 
 
 def test_mesh_pads_like_any_data_parallel_call(calc4: WorkerGroup[Calc]) -> None:
-    out = calc4.call(Calc.infer, Batch({"a": torch.tensor([5, 6, 7])}).with_auto_padding())
+    out = calc4.with_padding().call(Calc.infer, Batch({"a": torch.tensor([5, 6, 7])}))
     # dp chunks of 2 rows: [5, 6] -> dp 0 (+0), [7, pad] -> dp 1 (+1).
     assert out.tensors["a"].tolist() == [5, 6, 8]
 

@@ -1,8 +1,9 @@
-"""Auto-padding (per batch, global config, environment; blocking and not) and batch futures.
+"""Padding (a setting of the method or of the group view; blocking and not) and batch futures.
 
 Worker: ``Calc.add_rank`` adds the rank to column ``a`` in place and tags each row with its
-rank. With padding, ``n`` rows on 4 ranks are padded to ``4 * ceil(n / 4)``, so row ``i`` is
-processed by rank ``i // ceil(n / 4)``; the padding rows are dropped from the result.
+rank; ``Calc.add_rank_padded`` is the same method registered with ``pad=True``. With padding,
+``n`` rows on 4 ranks are padded to ``4 * ceil(n / 4)``, so row ``i`` is processed by rank
+``i // ceil(n / 4)``; the padding rows are dropped from the result.
 """
 
 from __future__ import annotations
@@ -10,26 +11,23 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
-from collections.abc import Callable, Iterator
 
+import attrs
 import pytest
 import torch
 
-from runtime import Batch, BatchFuture, WorkerGroup, batch_config, get_method_meta, plan_call
+from runtime import Batch, BatchFuture, WorkerGroup, get_method_meta, plan_call
 from runtime.errors import DispatchError
 from runtime.testing.conformance.workers import Calc
 
 __all__ = [
+    "Padded",
     "check_padded_result",
-    "enable_padding",
     "numbered",
     "owner",
-    "padding_off_everywhere",
+    "padded",
     "test_a_non_batch_future_cannot_be_passed_on",
-    "test_auto_padding_returns_exactly_the_input_rows_in_order",
-    "test_auto_padding_with_a_keyword_batch_argument",
     "test_await_a_future",
-    "test_disabling_padding_per_batch_is_respected",
     "test_divisible_batch_needs_no_padding",
     "test_each_consumer_fetches_only_the_producer_parts_it_needs",
     "test_future_chained_through_a_non_blocking_call",
@@ -37,11 +35,12 @@ __all__ = [
     "test_future_into_the_same_group",
     "test_padded_future_passed_on",
     "test_padding_off_rejects_a_batch_that_does_not_divide",
+    "test_padding_returns_exactly_the_input_rows_in_order",
+    "test_padding_with_a_keyword_batch_argument",
     "test_reordered_future_passed_on",
-    "test_verl_per_instance_flag_via_from_dict",
+    "test_the_data_carries_no_padding_setting",
+    "test_with_padding_is_a_view",
 ]
-
-ENV_FLAG = "RUNTIME_AUTO_PADDING"
 
 
 def numbered(n: int) -> Batch:
@@ -56,32 +55,37 @@ def owner(i: int, n: int, ranks: int) -> int:
     return i // math.ceil(n / ranks)
 
 
-@pytest.fixture(autouse=True)
-def padding_off_everywhere(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts with padding off everywhere and leaves the global config as found."""
-    monkeypatch.delenv(ENV_FLAG, raising=False)
-    saved = batch_config.auto_padding
-    batch_config.auto_padding = False
-    try:
-        yield
-    finally:
-        batch_config.auto_padding = saved
+@attrs.frozen
+class Padded:
+    """A group with padding switched on one way: call the ``*_padded`` methods (registered
+    with ``pad=True``) or the plain ones through a ``with_padding()`` view."""
+
+    group: WorkerGroup[Calc]
+    by_method: bool
+
+    def add_rank(self, data: Batch | BatchFuture) -> Batch:
+        method = Calc.add_rank_padded if self.by_method else Calc.add_rank
+        return self.group.call(method, data)
+
+    def submit_add_rank(self, data: Batch | BatchFuture) -> BatchFuture:
+        method = Calc.add_rank_padded if self.by_method else Calc.add_rank
+        return self.group.submit(method, data)
+
+    def merge(self, left: Batch, right: Batch) -> Batch:
+        method = Calc.merge_padded if self.by_method else Calc.merge
+        return self.group.call(method, left, right=right)
+
+    @property
+    def add_rank_name(self) -> str:
+        return "add_rank_padded" if self.by_method else "add_rank"
 
 
-Enable = Callable[[Batch], Batch]
-
-
-@pytest.fixture(params=["per_batch", "global_config", "env_var"])
-def enable_padding(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Enable:
-    """Turn padding on one of the three ways; returns how to prepare a batch for the call."""
-    how: str = request.param
-    if how == "per_batch":
-        return lambda b: b.with_auto_padding()
-    if how == "global_config":
-        batch_config.auto_padding = True  # restored by padding_off_everywhere
-    else:
-        monkeypatch.setenv(ENV_FLAG, "1")
-    return lambda b: b
+@pytest.fixture(params=["method", "group"])
+def padded(request: pytest.FixtureRequest, calc4: WorkerGroup[Calc]) -> Padded:
+    """Padding on through ``@register(..., pad=True)`` or through ``calc4.with_padding()``."""
+    if request.param == "method":
+        return Padded(calc4, by_method=True)
+    return Padded(calc4.with_padding(), by_method=False)
 
 
 def check_padded_result(out: Batch, n: int, ranks: int) -> None:
@@ -96,47 +100,33 @@ def check_padded_result(out: Batch, n: int, ranks: int) -> None:
 # --------------------------------------------------------------------------- padding
 @pytest.mark.parametrize("n", [10, 1, 8])
 @pytest.mark.parametrize("style", ["positional", "keyword", "submit", "submit_keyword"])
-def test_auto_padding_returns_exactly_the_input_rows_in_order(
-    calc4: WorkerGroup[Calc], enable_padding: Enable, n: int, style: str
+def test_padding_returns_exactly_the_input_rows_in_order(
+    padded: Padded, n: int, style: str
 ) -> None:
-    caller = enable_padding(numbered(n))
+    caller = numbered(n)
     before = copy.deepcopy(caller)
     out: Batch
     if style == "positional":
-        out = calc4.call(Calc.add_rank, caller)
+        out = padded.add_rank(caller)
     elif style == "keyword":
-        out = calc4.call_by_name("add_rank", data=caller)
+        out = padded.group.call_by_name(padded.add_rank_name, data=caller)
     elif style == "submit":
-        future = calc4.submit(Calc.add_rank, caller)
+        future = padded.submit_add_rank(caller)
         assert isinstance(future, BatchFuture)
         assert len(future) == n
         out = future.get(timeout=60)
     else:
-        future = calc4.submit_by_name("add_rank", data=caller)
+        future = padded.group.submit_by_name(padded.add_rank_name, data=caller)
         assert isinstance(future, BatchFuture)
         out = future.get(timeout=60)
     check_padded_result(out, n, 4)
     assert caller.equals(before), "the caller's batch was mutated"
 
 
-def test_auto_padding_with_a_keyword_batch_argument(
-    calc4: WorkerGroup[Calc], enable_padding: Enable
-) -> None:
-    left = enable_padding(Batch({"a": torch.arange(10)}))
-    right = enable_padding(Batch({"b": torch.arange(10) + 50}))
-    out = calc4.call(Calc.merge, left, right=right)
+def test_padding_with_a_keyword_batch_argument(padded: Padded) -> None:
+    out = padded.merge(Batch({"a": torch.arange(10)}), Batch({"b": torch.arange(10) + 50}))
     assert out.tensors["a"].tolist() == [i * 100 + i + 50 for i in range(10)]
     assert out.tensors["rank"].tolist() == [owner(i, 10, 4) for i in range(10)]
-
-
-def test_verl_per_instance_flag_via_from_dict(calc4: WorkerGroup[Calc]) -> None:
-    data = Batch.from_dict({"a": torch.arange(10), "idx": torch.arange(10)}, auto_padding=True)
-    out = calc4.call(Calc.add_rank, data)
-    assert out.tensors["idx"].tolist() == list(range(10))
-    single = Batch.from_single_dict(
-        {"a": torch.arange(1), "idx": torch.arange(1)}, auto_padding=True
-    )
-    assert calc4.call(Calc.add_rank, single).tensors["a"].tolist() == [0]
 
 
 def test_divisible_batch_needs_no_padding(calc4: WorkerGroup[Calc]) -> None:
@@ -147,19 +137,36 @@ def test_divisible_batch_needs_no_padding(calc4: WorkerGroup[Calc]) -> None:
 def test_padding_off_rejects_a_batch_that_does_not_divide(calc4: WorkerGroup[Calc]) -> None:
     caller = numbered(10)
     before = copy.deepcopy(caller)
-    with pytest.raises(DispatchError, match=r"10 rows does not split evenly over 4") as info:
+    with pytest.raises(DispatchError, match=r"10 rows, which does not split evenly over 4") as info:
         calc4.call(Calc.add_rank, caller)
-    assert "with_auto_padding" in str(info.value)
+    message = str(info.value)
+    for part in ("'add_rank'", "role 'calc'", "world size 4", "pad=True", "with_padding()"):
+        assert part in message, (part, message)
     with pytest.raises(DispatchError):
         calc4.submit(Calc.add_rank, caller)
     assert caller.equals(before)
-    assert not caller.padding_enabled
 
 
-def test_disabling_padding_per_batch_is_respected(calc4: WorkerGroup[Calc]) -> None:
-    data = numbered(10).with_auto_padding().with_auto_padding(False)
-    with pytest.raises(DispatchError):
-        calc4.call(Calc.add_rank, data)
+def test_with_padding_is_a_view(calc4: WorkerGroup[Calc]) -> None:
+    view = calc4.with_padding()
+    assert view.padding
+    assert not calc4.padding
+    assert view.with_timeout(30).padding, "with_timeout keeps the padding setting"
+    assert not view.with_padding(False).padding
+    check_padded_result(view.with_timeout(30).call(Calc.add_rank, numbered(10)), 10, 4)
+    # The original group and a view with padding off still refuse; a pad=True method pads.
+    for group in (calc4, view.with_padding(False)):
+        with pytest.raises(DispatchError, match="does not split evenly"):
+            group.call(Calc.add_rank, numbered(10))
+        check_padded_result(group.call(Calc.add_rank_padded, numbered(10)), 10, 4)
+
+
+def test_the_data_carries_no_padding_setting(calc4: WorkerGroup[Calc]) -> None:
+    # A batch that went through a padded call is an ordinary batch afterwards.
+    out = calc4.with_padding().call(Calc.add_initial, Batch({"a": torch.arange(10)}))
+    assert out.meta == {}
+    with pytest.raises(DispatchError, match="does not split evenly"):
+        calc4.call(Calc.add_initial, out)
 
 
 # --------------------------------------------------------------------------- futures
@@ -217,16 +224,17 @@ def test_reordered_future_passed_on(calc4: WorkerGroup[Calc], calc2: WorkerGroup
 
 
 def test_padded_future_passed_on(calc4: WorkerGroup[Calc], calc2: WorkerGroup[Calc]) -> None:
-    first = calc4.submit(Calc.add_rank, numbered(10).with_auto_padding())
+    first = calc4.submit(Calc.add_rank_padded, numbered(10))
     assert len(first) == 10
-    assert first.padding_enabled
-    # 10 rows on 2 ranks (5 each): padding is off for the chained call and not needed.
+    # 10 rows on 2 ranks (5 each): no padding needed by the chained call.
     out = calc2.call(Calc.add_initial, first, initial_value=0)
     assert out.tensors["a"].tolist() == [i + owner(i, 10, 4) + i // 5 for i in range(10)]
-    # 10 rows on 4 ranks again: the future's padding flag carries over.
-    again = calc4.call(Calc.add_rank, first)
+    # 10 rows on 4 ranks again: the consumer pads because it is asked to, not the future.
+    again = calc4.call(Calc.add_rank_padded, first)
     assert again.tensors["idx"].tolist() == list(range(10))
     assert again.tensors["a"].tolist() == [i + 2 * owner(i, 10, 4) for i in range(10)]
+    with pytest.raises(DispatchError, match="does not split evenly"):
+        calc4.call(Calc.add_rank, first)
 
 
 def test_await_a_future(calc4: WorkerGroup[Calc], calc2: WorkerGroup[Calc]) -> None:

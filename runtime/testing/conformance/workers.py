@@ -127,6 +127,19 @@ def train_coords(rank: int, world_size: int) -> tuple[int, int, int]:
 
 
 # --------------------------------------------------------------------------- workers
+def _add_rank(data: Batch) -> Batch:
+    rank = current_context().rank
+    data.tensors["a"] += rank
+    return Batch({**data.tensors, "rank": torch.full((len(data),), rank)}, data.non_tensors)
+
+
+def _merge(left: Batch, right: Batch) -> Batch:
+    rank = current_context().rank
+    return Batch(
+        {"a": left.tensors["a"] * 100 + right.tensors["b"], "rank": torch.full((len(left),), rank)}
+    )
+
+
 class Inner:
     """A plain object a worker builds locally (verl's nested worker): it sees the same context."""
 
@@ -239,12 +252,12 @@ class Calc:
     @register(Dispatch.DP_COMPUTE_PROTO)
     def add_rank(self, data: Batch) -> Batch:
         """verl's auto-padding worker: ``a += rank`` (in place), plus the rank of each row."""
-        rank = current_context().rank
-        data.tensors["a"] += rank
-        return Batch(
-            {**data.tensors, "rank": torch.full((len(data),), rank)},
-            data.non_tensors,
-        )
+        return _add_rank(data)
+
+    @register(Dispatch.DP_COMPUTE_PROTO, pad=True)
+    def add_rank_padded(self, data: Batch) -> Batch:
+        """:meth:`add_rank`, registered with ``pad=True``."""
+        return _add_rank(data)
 
     @register(Dispatch.DP_COMPUTE_PROTO)
     def add_initial(self, data: Batch, initial_value: int = 10) -> Batch:
@@ -261,12 +274,12 @@ class Calc:
     @register(Dispatch.DP_COMPUTE_PROTO)
     def merge(self, left: Batch, *, right: Batch) -> Batch:
         """Two batch arguments, one positional and one keyword, split together."""
-        return Batch(
-            {
-                "a": left.tensors["a"] * 100 + right.tensors["b"],
-                "rank": torch.full((len(left),), current_context().rank),
-            }
-        )
+        return _merge(left, right)
+
+    @register(Dispatch.DP_COMPUTE_PROTO, pad=True)
+    def merge_padded(self, left: Batch, *, right: Batch) -> Batch:
+        """:meth:`merge`, registered with ``pad=True``."""
+        return _merge(left, right)
 
     @register(Dispatch.DP_COMPUTE_PROTO_WITH_FUNC)
     def apply(self, fn: Callable[[Batch], Batch], data: Batch) -> Batch:
