@@ -2,10 +2,11 @@
 
 Runs :func:`benchmarks.suite_orchestration.demo_step_parts` for the layouts of
 ``benchmarks/bench_async.py`` (``--runs``, default sync and async s=2) and prints, per layout:
-the mean step, each worker process's share of the measured window spent inside a method
-(Ray's task timeline), the orchestration parts (when not every worker is busy: some busy,
-driver in submit, driver in wait, driver's own work), and the share of the two cores the run
-used, next to how busy the whole machine was. Writes ``benchmarks/results/async_idle.json``.
+the mean step; each worker process's share of the measured window spent inside a method (Ray's
+task timeline) and, while it is idle, what the driver does (inside ``submit``; inside
+``wait``: results not there yet or in transit; or its own work); the orchestration parts (when
+not every worker is busy); and the share of the two cores the run used, next to how busy the
+whole machine was. Writes ``benchmarks/results/async_idle.json``.
 
     .venv/bin/python benchmarks/profile_async_idle.py [--steps 60] [--skip 10]
 """
@@ -55,6 +56,9 @@ def main() -> int:
             "run": name,
             "step_ms": round(demo.step_s * 1e3, 1),
             "worker_busy_share": [round(x, 3) for x in demo.worker_busy],
+            "worker_idle_by_driver_state": [
+                {k: round(v, 3) for k, v in idle.items()} for idle in demo.worker_idle
+            ],
             "orchestration_parts": {k: round(v, 3) for k, v in demo.parts.items()},
             "cpu_share": {k: round(v, 3) for k, v in demo.cpu.items() if "runqueue" not in k},
         }

@@ -54,7 +54,9 @@ class DemoStep:
     ``total`` (:func:`benchmarks.suite_cpu.utilisation`), with run-queue seconds; ``slow``:
     the slow rank's excess time per step, split (:func:`benchmarks.suite_cpu.split_slow_rank`,
     seconds divided by the measured steps); ``worker_busy``: each worker process's share of the
-    window spent running a method, largest first.
+    window spent running a method, largest first; ``worker_idle``: for each of those workers
+    (same order), the window's fractions when that worker is idle, split by what the driver
+    does meanwhile (inside ``submit``, inside ``wait``, its own work).
     """
 
     parts: dict[str, float]
@@ -63,6 +65,7 @@ class DemoStep:
     cpu: dict[str, float]
     slow: dict[str, float]
     worker_busy: list[float] = attrs.field(factory=list)
+    worker_idle: list[dict[str, float]] = attrs.field(factory=list)
 
 
 class TimedBackend:
@@ -222,11 +225,20 @@ def demo_step_parts(
     n = steps - skip
     slow = {k: v / n for k, v in split_slow_rank(clocks, window).items()}
     span = window[1] - window[0]
-    shares = sorted(
-        (
-            sum(max(0.0, min(e, window[1]) - max(b, window[0])) for b, e in merge(v)) / span
-            for v in busy.values()
-        ),
-        reverse=True,
-    )
-    return DemoStep(parts, span / n, len(busy), cpu, slow, shares)
+
+    def busy_share(spans: Sequence[Interval]) -> float:
+        return sum(max(0.0, min(e, window[1]) - max(b, window[0])) for b, e in merge(spans)) / span
+
+    order = sorted(busy, key=lambda tid: busy_share(busy[tid]), reverse=True)
+    idle = [
+        {
+            k: v
+            for k, v in orchestration_parts(
+                window, {tid: busy[tid]}, timed.submits, timed.waits
+            ).items()
+            if k != "waiting on slowest"  # one worker: never partly busy
+        }
+        for tid in order
+    ]
+    shares = [busy_share(busy[tid]) for tid in order]
+    return DemoStep(parts, span / n, len(busy), cpu, slow, shares, idle)
