@@ -195,7 +195,10 @@ def _demo_cpu_figures(demo: Any, repeats: int) -> list[Figure]:
             note="per call: longest minus shortest rank's wall, on-CPU and run-queue time of "
             "the calling thread (/proc/thread-self/schedstat); start skew (outside the "
             f"method) {slow['start_skew'] / step:.1%} of the step; "
-            f"{slow['calls']:.0f} calls per step",
+            f"{slow['calls']:.0f} calls per step; more CPU work by method: "
+            + ", ".join(
+                f"{m} {split['more_cpu'] / step:.1%}" for m, split in demo.slow_by_method.items()
+            ),
         ),
     ]
 

@@ -37,6 +37,7 @@ __all__ = [
     "clock_call",
     "cores",
     "snapshot",
+    "split_by_method",
     "split_slow_rank",
     "utilisation",
     "worker_pid",
@@ -167,6 +168,17 @@ def split_slow_rank(
             out["start_skew"] += max(c.start for c in group) - min(c.start for c in group)
             out["calls"] += 1
     return out
+
+
+def split_by_method(
+    clocks: Sequence[Sequence[CallClock]], window: tuple[float, float]
+) -> dict[str, dict[str, float]]:
+    """:func:`split_slow_rank` for each method on its own."""
+    methods = sorted({c.method for rank in clocks for c in rank})
+    return {
+        m: split_slow_rank([[c for c in rank if c.method == m] for rank in clocks], window)
+        for m in methods
+    }
 
 
 @attrs.frozen

@@ -33,6 +33,7 @@ from benchmarks.suite_cpu import (
     Snapshot,
     call_clocks,
     snapshot,
+    split_by_method,
     split_slow_rank,
     utilisation,
     worker_pid,
@@ -56,7 +57,8 @@ class DemoStep:
     seconds divided by the measured steps); ``worker_busy``: each worker process's share of the
     window spent running a method, largest first; ``worker_idle``: for each of those workers
     (same order), the window's fractions when that worker is idle, split by what the driver
-    does meanwhile (inside ``submit``, inside ``wait``, its own work).
+    does meanwhile (inside ``submit``, inside ``wait``, its own work); ``slow_by_method``:
+    ``slow`` for each clocked method on its own.
     """
 
     parts: dict[str, float]
@@ -66,6 +68,7 @@ class DemoStep:
     slow: dict[str, float]
     worker_busy: list[float] = attrs.field(factory=list)
     worker_idle: list[dict[str, float]] = attrs.field(factory=list)
+    slow_by_method: dict[str, dict[str, float]] = attrs.field(factory=dict)
 
 
 class TimedBackend:
@@ -224,6 +227,10 @@ def demo_step_parts(
     cpu = utilisation(snaps[skip], snaps[steps], {"driver": [os.getpid()], "workers": pids})
     n = steps - skip
     slow = {k: v / n for k, v in split_slow_rank(clocks, window).items()}
+    by_method = {
+        m: {k: v / n for k, v in split.items()}
+        for m, split in split_by_method(clocks, window).items()
+    }
     span = window[1] - window[0]
 
     def busy_share(spans: Sequence[Interval]) -> float:
@@ -241,4 +248,4 @@ def demo_step_parts(
         for tid in order
     ]
     shares = [busy_share(busy[tid]) for tid in order]
-    return DemoStep(parts, span / n, len(busy), cpu, slow, shares, idle)
+    return DemoStep(parts, span / n, len(busy), cpu, slow, shares, idle, by_method)

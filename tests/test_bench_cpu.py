@@ -17,6 +17,7 @@ from benchmarks.suite_cpu import (
     clock_call,
     cores,
     snapshot,
+    split_by_method,
     split_slow_rank,
     utilisation,
 )
@@ -70,6 +71,10 @@ def test_split_slow_rank_pairs_the_kth_calls_and_splits_the_excess() -> None:
         out["more_cpu"] + out["more_runqueue"] + out["more_blocked"]
     )
     assert split_slow_rank([rank0, rank1], (11.0, 11.5))["calls"] == 0  # none starts inside
+    by_method = split_by_method([rank0, rank1], (9.0, 13.0))
+    assert sorted(by_method) == ["gen", "update"]
+    assert by_method["gen"]["more_cpu"] == pytest.approx(0.2)
+    assert by_method["update"]["more_runqueue"] == pytest.approx(0.4)
 
 
 def test_utilisation_shares_the_cores_between_groups() -> None:
