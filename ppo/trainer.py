@@ -67,7 +67,7 @@ from ppo.rundir import (
 )
 from ppo.scoring import RewardFnScorer, Scorer
 from ppo.tasks import RewardFn, Task, TaskExample, get_task, make_dataset
-from ppo.tokenizer import PromptCache, Tokenizer, as_tokenizer, load_tokenizer
+from ppo.tokenizer import Prompt, PromptCache, Tokenizer, as_tokenizer, load_tokenizer
 from ppo.trackers import Tracker, flatten_params, make_trackers
 from ppo.warmup import encode_prompts, example_prompt
 from ppo.workers import ActorRolloutWorker, CriticWorker, RewardWorker
@@ -200,7 +200,7 @@ class PPOTrainer:
             )
         check_model_fits(config.model, config.critic.model.path, self.tokenizer.vocab_size)
         #: Prompt ids per distinct prompt: each is tokenized once, not at every draw.
-        self._prompt_ids = PromptCache(self.tokenizer)
+        self._prompt_ids: Callable[[Prompt], list[int]] = PromptCache(self.tokenizer)
         for which, examples in (
             ("training", self.train_examples),
             ("validation", self.val_examples),

@@ -12,6 +12,7 @@ import pytest
 
 from ppo import ActorRolloutWorker, ConfigError, PPOTrainer, load_config
 from ppo.metrics import read_metrics
+from ppo.tokenizer import PromptCache
 from runtime.testing import InProcessBackend
 from tests.trainer_support import (
     digit_tokenizer,
@@ -212,3 +213,22 @@ def test_a_user_tokenizer_replaces_the_built_in_one(tmp_path: Path) -> None:
 
 def _vocab_size(worker: ActorRolloutWorker) -> int:
     return int(worker.model.config.vocab_size)
+
+
+def test_the_prompt_cache_leaves_every_metric_unchanged(tmp_path: Path) -> None:
+    """A short run tokenizing every prompt at every draw and one through the trainer's
+    ``PromptCache`` log the same metrics (timings aside), validation included."""
+    rows = []
+    for name, cached in (("plain", False), ("cached", True)):
+        cfg = tiny_config(tmp_path / name, ["trainer.save_freq=0"])
+        with PPOTrainer(backend=InProcessBackend(), config=cfg) as trainer:
+            if not cached:
+                trainer._prompt_ids = trainer.tokenizer.encode_prompt
+            rows.append([training_values(r) for r in trainer.fit()])
+            if cached:
+                cache = trainer._prompt_ids
+                assert isinstance(cache, PromptCache)
+                assert cache.hits > 0  # prompts were drawn again and served from the cache
+    plain, cached_rows = rows
+    assert len(plain) == cfg.trainer.total_steps + 1  # step 0 validation, then each step
+    assert plain == cached_rows
