@@ -158,10 +158,28 @@ def _measure(
         per_repeat=plan.pipelined_per_repeat,
         warmup=1,
     )
-    return [
+    figures = [
         _figure(name, "blocking", kind, ranks, a, b),
         _figure(name, f"pipelined x{plan.depth}", kind, ranks, c, d, per_sample=plan.depth),
     ]
+    if not kind and ("blocking", ranks) in TARGETS:
+        figures.append(_noise_floor(name, ranks, raw, plan))
+    return figures
+
+
+def _noise_floor(name: str, ranks: int, raw: Callable[[], object], plan: CallPlan) -> Figure:
+    """The raw call timed against itself, exactly as ours is timed against it: the ratio a
+    change of nothing gets on this machine (ideally 1.00x), and its spread."""
+    a, b = alternate(raw, raw, repeats=plan.repeats, per_repeat=plan.per_repeat)
+    return ratio_figure(
+        f"{name.lower()}_noise_floor_{ranks}",
+        f"{name} raw call against itself (noise floor), {ranks} ranks",
+        a,
+        b,
+        base_label=f"raw {name} nop()",
+        scale=1e3,
+        note="both sides are the same raw call; the spread is the machine's, not ours",
+    )
 
 
 def _figure(

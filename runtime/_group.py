@@ -640,7 +640,8 @@ class WorkerGroup(Generic[W]):
                 f"it through the class, e.g. group.call({self._cls.__name__}.method, ...)"
             )
         meta = self._meta_by_name(method.meta.name)
-        if meta != method.meta:
+        # Identity first: the usual case, and attrs' field-by-field equality is per call.
+        if meta is not method.meta and meta != method.meta:
             raise DispatchError(
                 f"{method!r} does not belong to {self._cls.__qualname__} (role {self._role!r})"
             )
