@@ -30,10 +30,10 @@ from runtime._context import (
     normalize_visible_devices,
 )
 from runtime._future import fill_handles
-from runtime._register import get_method_meta
+from runtime._register import get_method_meta, registered_methods
 from runtime.errors import DispatchError, FusionError, RemoteMethodError, WorkerStartError
 
-__all__ = ["WorkerHost", "register_mesh", "sibling"]
+__all__ = ["WorkerHost", "method_endpoints", "register_mesh", "sibling"]
 
 T = TypeVar("T")
 
@@ -234,3 +234,25 @@ def register_mesh(name: str, *, dp_rank: int, is_collector: bool) -> None:
             f"as {meshes[name]}; register each mesh once"
         )
     meshes[name] = (dp_rank, bool(is_collector))
+
+
+def method_endpoints(
+    roles: Sequence[tuple[str, type[Any]]], host: type
+) -> dict[tuple[str, str], str]:
+    """The engine method name, ``<role>__<method>``, of every registered method of every
+    ``(role, worker class)`` pair, for a backend whose host class gets one engine method per
+    worker method (so a call sends only its own arguments, as a raw engine call does).
+
+    A name that is already an attribute of ``host`` (or of an earlier pair) is left out: that
+    method must go through the host's generic call instead.
+    """
+    names: dict[tuple[str, str], str] = {}
+    taken: set[str] = set()
+    for role, cls in roles:
+        for method in registered_methods(cls):
+            name = f"{role}__{method}"
+            if hasattr(host, name) or name in taken:
+                continue
+            taken.add(name)
+            names[(role, method)] = name
+    return names

@@ -27,8 +27,13 @@ import attrs
 import torch  # noqa: F401  (Monarch's native module links libtorch: torch first)
 from monarch.actor import Actor, endpoint
 
-from runtime import registered_methods
-from runtime.backend import HostLaunch, WorkerContext, WorkerHost, finalize_context
+from runtime.backend import (
+    HostLaunch,
+    WorkerContext,
+    WorkerHost,
+    finalize_context,
+    method_endpoints,
+)
 from runtime.errors import WorkerStartError
 
 __all__ = ["HostClass", "Invocation", "MonarchHost", "host_class"]
@@ -138,15 +143,10 @@ def host_class(roles: Sequence[tuple[str, type[Any]]]) -> HostClass:
         found = _classes.get(key)
         if found is not None:
             return found
-        namespace: dict[str, Any] = {}
-        methods: dict[tuple[str, str], str] = {}
-        for role, cls in roles:
-            for method in registered_methods(cls):
-                name = f"{role}__{method}"
-                if hasattr(MonarchHost, name) or name in namespace:
-                    continue
-                namespace[name] = endpoint(_direct(role, method, name))
-                methods[(role, method)] = name
+        methods = method_endpoints(roles, MonarchHost)
+        namespace: dict[str, Any] = {
+            name: endpoint(_direct(role, method, name)) for (role, method), name in methods.items()
+        }
         label = "+".join(role for role, _ in roles)
         namespace["__qualname__"] = f"MonarchHost[{label}]"
         namespace["__module__"] = MonarchHost.__module__

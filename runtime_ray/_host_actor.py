@@ -35,8 +35,13 @@ import attrs
 import ray
 from ray.actor import ActorClass
 
-from runtime import registered_methods
-from runtime.backend import HostLaunch, WorkerContext, WorkerHost, finalize_context
+from runtime.backend import (
+    HostLaunch,
+    WorkerContext,
+    WorkerHost,
+    finalize_context,
+    method_endpoints,
+)
 from runtime.errors import WorkerStartError
 from runtime_ray._casts import actor_class
 
@@ -179,15 +184,10 @@ def host_class(roles: Sequence[tuple[str, type[Any]]]) -> HostClass:
         found = _classes.get(key)
         if found is not None:
             return found
-        namespace: dict[str, Any] = {}
-        methods: dict[tuple[str, str], str] = {}
-        for role, cls in roles:
-            for method in registered_methods(cls):
-                name = f"{role}__{method}"
-                if hasattr(RayHost, name) or name in namespace:
-                    continue
-                namespace[name] = _direct(role, method, name)
-                methods[(role, method)] = name
+        methods = method_endpoints(roles, RayHost)
+        namespace: dict[str, Any] = {
+            name: _direct(role, method, name) for (role, method), name in methods.items()
+        }
         label = "+".join(role for role, _ in roles)
         namespace["__qualname__"] = f"RayHost[{label}]"  # not importable: pickled by value
         namespace["__module__"] = RayHost.__module__

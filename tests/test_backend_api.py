@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import runtime
 import runtime.backend
-from runtime.backend import WorkerContext, WorkerHost, finalize_context
+from runtime import Dispatch, register
+from runtime.backend import WorkerContext, WorkerHost, finalize_context, method_endpoints
 
 
 def _planned(*devices: str) -> WorkerContext:
@@ -59,3 +60,36 @@ def test_the_protocol_is_the_same_object_in_both_apis() -> None:
     assert runtime.backend.Backend is runtime.Backend
     assert runtime.backend.HostLaunch is runtime.HostLaunch
     assert runtime.backend.WorkerHost is runtime.WorkerHost
+
+
+class _Actor:
+    @register(Dispatch.ONE_TO_ALL)
+    def generate(self) -> int:
+        return 1
+
+    @register(Dispatch.ONE_TO_ALL)
+    def update(self) -> int:
+        return 2
+
+    def helper(self) -> int:  # not registered: no engine method
+        return 3
+
+
+class _Host:
+    actor__update = "taken by the host"
+
+
+def test_method_endpoints_names_every_registered_method_of_every_role() -> None:
+    names = method_endpoints([("actor", _Actor), ("ref", _Actor)], object)
+    assert names == {
+        ("actor", "generate"): "actor__generate",
+        ("actor", "update"): "actor__update",
+        ("ref", "generate"): "ref__generate",
+        ("ref", "update"): "ref__update",
+    }
+
+
+def test_method_endpoints_leaves_out_a_name_the_host_already_has() -> None:
+    assert method_endpoints([("actor", _Actor)], _Host) == {
+        ("actor", "generate"): "actor__generate"
+    }
