@@ -16,7 +16,7 @@ import contextvars
 import inspect
 import os
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ from runtime._future import fill_handles
 from runtime._register import get_method_meta, registered_methods
 from runtime.errors import DispatchError, FusionError, RemoteMethodError, WorkerStartError
 
-__all__ = ["WorkerHost", "method_endpoints", "register_mesh", "sibling"]
+__all__ = ["WorkerHost", "host_subclass", "method_endpoints", "register_mesh", "sibling"]
 
 T = TypeVar("T")
 
@@ -256,3 +256,40 @@ def method_endpoints(
             taken.add(name)
             names[(role, method)] = name
     return names
+
+
+def host_subclass(
+    base: type[T],
+    roles: Sequence[tuple[str, type[Any]]],
+    *,
+    wrap: Callable[[Callable[..., Any]], object] = lambda fn: fn,
+) -> tuple[type[T], dict[tuple[str, str], str]]:
+    """A subclass of a backend's host class with one engine method per registered worker
+    method, and the names :func:`method_endpoints` gave them.
+
+    Each generated method ``<role>__<method>(*args, **kwargs)`` calls
+    ``self.run(role, method, args, kwargs)``, which ``base`` must define; ``wrap`` turns the
+    plain function into the engine's method (e.g. an endpoint decorator). The subclass is
+    named ``Base[role+role]`` and is not importable by name, so engines pickle it by value.
+    """
+    methods = method_endpoints(roles, base)
+    namespace: dict[str, Any] = {
+        name: wrap(_run_method(base.__name__, role, method, name))
+        for (role, method), name in methods.items()
+    }
+    label = "+".join(role for role, _ in roles)
+    namespace["__qualname__"] = f"{base.__name__}[{label}]"
+    namespace["__module__"] = base.__module__
+    return type(f"{base.__name__}[{label}]", (base,), namespace), methods
+
+
+def _run_method(host: str, role: str, method: str, name: str) -> Callable[..., Any]:
+    """The generated method that runs ``role.method`` with the call's own arguments."""
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.run(role, method, args, kwargs)
+
+    call.__name__ = name
+    call.__qualname__ = f"{host}.{name}"
+    call.__doc__ = f"Run {role}.{method}(*args, **kwargs) on this rank."
+    return call

@@ -115,7 +115,8 @@ Devices
 
 Calls without an envelope (optional)
     A backend may give its host class one engine method per registered worker method, named
-    by :func:`method_endpoints` (``<role>__<method>``), and send a call whose arguments hold
+    by :func:`method_endpoints` (``<role>__<method>``; :func:`host_subclass` builds the
+    class), and send a call whose arguments hold
     no lifted handle straight to it with the call's own arguments, as a raw engine call would;
     every other call goes through the host's generic call. Both end in
     :meth:`WorkerHost.invoke`, so the rules above hold on either path.
@@ -133,7 +134,7 @@ from runtime._context import (
 )
 from runtime._future import FutureSlice, Shared, extract_handles, fill_handles
 from runtime._group import GroupCore, WorkerGroup, attached_group
-from runtime._host import WorkerHost, method_endpoints
+from runtime._host import WorkerHost, host_subclass, method_endpoints
 from runtime._log import get_logger
 from runtime._placement import DeviceMap, NodeSlots, RankPlacement, ResourcePool
 
@@ -158,6 +159,7 @@ __all__ = [
     "finalize_context",
     "free_port",
     "get_logger",
+    "host_subclass",
     "method_endpoints",
     "normalize_visible_devices",
 ]

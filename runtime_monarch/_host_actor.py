@@ -20,7 +20,7 @@ import os
 import pickle
 import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -32,7 +32,7 @@ from runtime.backend import (
     WorkerContext,
     WorkerHost,
     finalize_context,
-    method_endpoints,
+    host_subclass,
 )
 from runtime.errors import WorkerStartError
 
@@ -143,25 +143,7 @@ def host_class(roles: Sequence[tuple[str, type[Any]]]) -> HostClass:
         found = _classes.get(key)
         if found is not None:
             return found
-        methods = method_endpoints(roles, MonarchHost)
-        namespace: dict[str, Any] = {
-            name: endpoint(_direct(role, method, name)) for (role, method), name in methods.items()
-        }
-        label = "+".join(role for role, _ in roles)
-        namespace["__qualname__"] = f"MonarchHost[{label}]"
-        namespace["__module__"] = MonarchHost.__module__
-        found = HostClass(type(f"MonarchHost[{label}]", (MonarchHost,), namespace), methods)
+        cls, methods = host_subclass(MonarchHost, roles, wrap=endpoint)
+        found = HostClass(cls, methods)
         _classes[key] = found
         return found
-
-
-def _direct(role: str, method: str, name: str) -> Callable[..., Any]:
-    """The endpoint body that runs ``role.method`` with the call's own arguments."""
-
-    def call(self: MonarchHost, *args: Any, **kwargs: Any) -> Any:
-        return self.run(role, method, args, kwargs)
-
-    call.__name__ = name
-    call.__qualname__ = f"MonarchHost.{name}"
-    call.__doc__ = f"Run {role}.{method}(*args, **kwargs) on this rank."
-    return call

@@ -28,7 +28,7 @@ import pickle
 import re
 import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -40,7 +40,7 @@ from runtime.backend import (
     WorkerContext,
     WorkerHost,
     finalize_context,
-    method_endpoints,
+    host_subclass,
 )
 from runtime.errors import WorkerStartError
 from runtime_ray._casts import actor_class
@@ -184,15 +184,8 @@ def host_class(roles: Sequence[tuple[str, type[Any]]]) -> HostClass:
         found = _classes.get(key)
         if found is not None:
             return found
-        methods = method_endpoints(roles, RayHost)
-        namespace: dict[str, Any] = {
-            name: _direct(role, method, name) for (role, method), name in methods.items()
-        }
-        label = "+".join(role for role, _ in roles)
-        namespace["__qualname__"] = f"RayHost[{label}]"  # not importable: pickled by value
-        namespace["__module__"] = RayHost.__module__
-        cls_ = type(f"RayHost[{label}]", (RayHost,), namespace)
-        found = HostClass(actor_class(cls_, concurrency_groups={CONTROL_GROUP: 1}), methods)
+        cls, methods = host_subclass(RayHost, roles)  # not importable: pickled by value
+        found = HostClass(actor_class(cls, concurrency_groups={CONTROL_GROUP: 1}), methods)
         _classes[key] = found
         return found
 
@@ -206,15 +199,3 @@ def is_call_task(category: str) -> bool:
     """Whether a Ray timeline event category (``cat``, e.g. ``task::RayHost[actor].actor__
     update``) is a host actor running a worker method (not ``start``, ``ping`` or ``nop``)."""
     return _CALL_TASK.search(category) is not None
-
-
-def _direct(role: str, method: str, name: str) -> Callable[..., Any]:
-    """The actor method that runs ``role.method`` with the call's own arguments."""
-
-    def call(self: RayHost, *args: Any, **kwargs: Any) -> Any:
-        return self.run(role, method, args, kwargs)
-
-    call.__name__ = name
-    call.__qualname__ = f"RayHost.{name}"
-    call.__doc__ = f"Run {role}.{method}(*args, **kwargs) on this rank."
-    return call

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import runtime
 import runtime.backend
 from runtime import Dispatch, register
-from runtime.backend import WorkerContext, WorkerHost, finalize_context, method_endpoints
+from runtime.backend import (
+    WorkerContext,
+    WorkerHost,
+    finalize_context,
+    host_subclass,
+    method_endpoints,
+)
 
 
 def _planned(*devices: str) -> WorkerContext:
@@ -93,3 +101,18 @@ def test_method_endpoints_leaves_out_a_name_the_host_already_has() -> None:
     assert method_endpoints([("actor", _Actor)], _Host) == {
         ("actor", "generate"): "actor__generate"
     }
+
+
+class _RecordingHost:
+    def run(self, role: str, method: str, args: Any, kwargs: Any) -> tuple[str, str, Any, Any]:
+        return role, method, args, kwargs
+
+
+def test_host_subclass_gives_each_registered_method_an_engine_method_that_runs_it() -> None:
+    cls, methods = host_subclass(_RecordingHost, [("actor", _Actor)])
+    assert issubclass(cls, _RecordingHost)
+    assert cls.__qualname__ == "_RecordingHost[actor]"
+    assert methods == method_endpoints([("actor", _Actor)], _RecordingHost)
+    host = cls()
+    engine_method = getattr(host, methods[("actor", "update")])
+    assert engine_method(1, k=2) == ("actor", "update", (1,), {"k": 2})
