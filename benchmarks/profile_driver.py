@@ -36,7 +36,7 @@ import structlog
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.suite_orchestration import TimedBackend  # noqa: E402
+from benchmarks.suite_orchestration import TimedBackend, demo_overrides  # noqa: E402
 from ppo import PPOTrainer, load_config  # noqa: E402
 from rlrun import build_backend  # noqa: E402
 
@@ -45,16 +45,7 @@ def measure(
     steps: int, skip: int, run_dir: Path, profile: cProfile.Profile | None
 ) -> dict[str, Any]:
     """Train the demo for ``steps`` steps; per-step driver CPU seconds after ``skip``."""
-    overrides = [
-        f"trainer.total_steps={steps}",
-        "trainer.test_freq=0",
-        "trainer.save_freq=0",
-        f"trainer.run_dir={str(run_dir)!r}",
-        "trainer.resume='off'",
-        "trainer.overwrite=true",
-        "trainer.progress=false",
-        "trainer.loggers=['jsonl']",
-    ]
+    overrides = demo_overrides(steps, run_dir)
     clocks: dict[int, tuple[float, float, float, float]] = {}
     backend = build_backend("ray")
     timed = TimedBackend(backend)

@@ -42,7 +42,22 @@ from benchmarks.suite_intervals import Interval, merge, orchestration_parts
 from runtime import Backend, HostLaunch, RankCall, ResourcePool, WorkerSpec
 from runtime_ray import is_call_task
 
-__all__ = ["DemoStep", "TimedBackend", "demo_step_parts"]
+__all__ = ["DemoStep", "TimedBackend", "demo_overrides", "demo_step_parts"]
+
+
+def demo_overrides(steps: int, run_dir: Path) -> list[str]:
+    """Config overrides of a measured demo run: ``steps`` steps in ``run_dir``, nothing
+    else that takes time (no validation, checkpoints, progress bar or trackers but jsonl)."""
+    return [
+        f"trainer.total_steps={steps}",
+        "trainer.test_freq=0",
+        "trainer.save_freq=0",
+        f"trainer.run_dir={str(run_dir)!r}",
+        "trainer.resume='off'",
+        "trainer.overwrite=true",
+        "trainer.progress=false",
+        "trainer.loggers=['jsonl']",
+    ]
 
 
 @attrs.frozen
@@ -176,16 +191,7 @@ def demo_step_parts(
     from ppo.tokenizer import load_tokenizer
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    overrides = [
-        f"trainer.total_steps={steps}",
-        "trainer.test_freq=0",
-        "trainer.save_freq=0",
-        f"trainer.run_dir={str(run_dir)!r}",
-        "trainer.resume='off'",
-        "trainer.overwrite=true",
-        "trainer.progress=false",
-        "trainer.loggers=['jsonl']",
-    ]
+    overrides = demo_overrides(steps, run_dir)
     if balance is not None:
         overrides.append(f"trainer.balance_batch={str(balance).lower()}")
     overrides += extra
