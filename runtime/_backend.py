@@ -85,7 +85,9 @@ class Backend(Protocol):
         ...
 
     def share(self, value: object) -> object:
-        """Publish ``value`` once for many ranks; the handle goes into arguments."""
+        """Publish ``value`` once for many ranks; the handle goes into arguments. Returning
+        ``value`` itself means "already a reference the engine passes along as it is" (e.g.
+        Ray's ``ObjectRef``): each rank then receives ``value`` unchanged, as with one rank."""
         ...
 
     def cancel(self, pending: Sequence[object]) -> None:

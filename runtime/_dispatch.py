@@ -279,7 +279,8 @@ def _broadcast(
             return v
         key = id(v)
         if key not in cache:
-            cache[key] = Shared(share(v))
+            handle = share(v)  # ``v`` itself: a reference to pass as it is (Backend.share)
+            cache[key] = v if handle is v else Shared(handle)
         return cache[key]
 
     return tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}

@@ -351,7 +351,11 @@ class RayBackend:
 
     # ------------------------------------------------------------------ calls
     def share(self, value: object) -> ray.ObjectRef[object]:
-        """``ray.put`` once; the ref goes into arguments and Ray resolves it on each worker."""
+        """``ray.put`` once; the ref goes into arguments and Ray resolves it on each worker.
+        A caller's own ``ObjectRef`` is returned as it is (Ray refuses to put a ref): every
+        rank receives that ref, as a single rank does."""
+        if isinstance(value, ray.ObjectRef):
+            return value
         return ray.put(value)
 
     def cancel(self, pending: Sequence[object]) -> None:

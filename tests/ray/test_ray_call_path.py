@@ -86,15 +86,16 @@ def test_handles_and_raw_refs_go_through_invoke(
     chained = group.call(Probe.add_rank, future)  # FutureSlice: resolved by Ray on the worker
     assert chained.tensors["x"].tolist() == [0, 1, 4, 5]
     # A raw ObjectRef reaches the method as the ref the caller passed (Ray resolves only
-    # top-level arguments, and inside invoke's tuple it is not top level). Sent through the
-    # backend itself: the group's broadcast would ray.put it, which Ray refuses for a ref.
+    # top-level arguments, and inside invoke's tuple it is not top level), through the
+    # backend itself and through the group's broadcast (which passes it on, not ray.put).
     ref = ray.put(5)
     calls = [RankCall(rank, "probe", "kind", (ref,), {}) for rank in range(2)]
     backend = group.backend
     pending = backend.submit(group.workers, calls)
     assert backend.wait(pending, timeout=60) == ["ObjectRef", "ObjectRef"]
+    assert group.call(Probe.kind, ref) == ["ObjectRef", "ObjectRef"]
     assert paths.direct == ["probe__add_rank"] * 2
-    assert paths.invoke == 6
+    assert paths.invoke == 8
 
 
 def test_errors_of_the_direct_path_name_role_rank_and_method(
