@@ -443,6 +443,12 @@ class TrainerConfig:
     #: length, so a rank's compute does not depend on its tokens, and the reordered rows cost
     #: each rank fetches from more producer parts (measured by ``make bench``).
     balance_batch: bool = False
+    #: Overlap consecutive steps (sync mode; see :meth:`ppo.PPOTrainer.train_step`): submit
+    #: step ``k + 1``'s first stages while step ``k``'s update runs, and, where the ranks can
+    #: compute the advantages themselves (:mod:`ppo.group_advantages`), submit each update with
+    #: its step's first stages. The metrics are identical either way; ``false`` runs one stage
+    #: at a time with the driver between them.
+    pipeline_steps: bool = True
     #: How many rank deaths a run recovers from in place (see :mod:`ppo.recovery`).
     max_restarts: int = 1
 

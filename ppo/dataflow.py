@@ -30,12 +30,13 @@ import torch
 from torch import Tensor
 
 from ppo import columns as C
-from runtime import Batch, BatchFuture
+from runtime import Batch, BatchFuture, GroupFuture
 
 __all__ = [
     "UPDATE_COLUMNS",
     "DriverTraffic",
     "StepData",
+    "StepStart",
     "batch_nbytes",
     "chained",
     "joined",
@@ -120,6 +121,12 @@ class DriverTraffic:
         self._received = self._sent = 0
         return out
 
+    def add(self, counts: dict[str, float]) -> None:
+        """Count again what an earlier :meth:`take` returned (bytes moved ahead of time for
+        the step being counted now)."""
+        self._received += int(counts.get("perf/driver_bytes_received", 0))
+        self._sent += int(counts.get("perf/driver_bytes_sent", 0))
+
 
 @attrs.define
 class StepData:
@@ -129,3 +136,32 @@ class StepData:
 
     view: Batch
     parts: list[BatchFuture]
+
+
+@attrs.define
+class StepStart:
+    """A step whose first stages are submitted, with nothing awaited yet.
+
+    ``prompts``: the step's rows on the driver (prompts, uids, answers). Futures: ``rollout``
+    (the responses), ``scores``, ``old_log_probs``, and ``ref_log_probs``, ``values`` and
+    ``baselines`` (the greedy responses' scores, ReMax) where the config has them.
+    ``sampler_state``: the data position before the step's prompts were drawn (what a
+    checkpoint written before this step records); ``epoch``: the sampler's epoch once they
+    were drawn; ``traffic``: the driver bytes moved to start it, when it was started ahead of
+    its step (:meth:`DriverTraffic.add`).
+    """
+
+    step: int
+    prompts: Batch
+    rollout: BatchFuture
+    scores: BatchFuture
+    old_log_probs: BatchFuture
+    ref_log_probs: BatchFuture | None
+    values: BatchFuture | None
+    baselines: BatchFuture | None
+    sampler_state: dict[str, int]
+    epoch: int
+    traffic: dict[str, float] = attrs.field(factory=dict)
+    #: The step's updates by role, when they were submitted with its first stages (the ranks
+    #: compute the advantages, :mod:`ppo.group_advantages`); None: the driver submits them.
+    updates: dict[str, GroupFuture[list[dict[str, float]]]] | None = None

@@ -253,10 +253,11 @@ class RolloutPipeline:
             self._in_flight[self._next] = _InFlight(batch, future, state)
             self._next += 1
 
-    def take(self, step: int) -> tuple[Batch, BatchFuture]:
-        """Step ``step``'s prompts and the future of their responses (not waited for)."""
+    def take(self, step: int) -> tuple[Batch, BatchFuture, dict[str, int]]:
+        """Step ``step``'s prompts, the future of their responses (not waited for) and the
+        sampler position before they were drawn."""
         item = self._in_flight.pop(step)
-        return item.prompts, item.future
+        return item.prompts, item.future, item.sampler_state
 
     def check(self, step: int, batch: Batch, version: int) -> None:
         """Raise :class:`StalenessError` if a row of ``batch`` (its ``policy_version``) is more

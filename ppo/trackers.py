@@ -42,7 +42,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TRACKER_EXTRAS",
     "TRACKER_NAMES",
+    "CallbackTracker",
     "ConsoleTracker",
     "JsonlTracker",
     "MlflowTracker",
@@ -141,6 +142,25 @@ def scalar_items(row: Mapping[str, Any]) -> Iterable[tuple[str, float]]:
 
 
 # ---------------------------------------------------------------------------------- built-ins
+
+
+class CallbackTracker:
+    """Hands every metrics row to ``callback(row)``: a per-step hook that, unlike
+    ``PPOTrainer(on_step=...)``, lets ``fit`` start the next step's update while it runs (with
+    ``trainer.pipeline_steps``), so it must not act on the ranks' policy (checkpoint, validate,
+    export); use it to clock, count or forward rows."""
+
+    def __init__(self, callback: Callable[[Mapping[str, Any]], None]) -> None:
+        self.callback = callback
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log(self, row: Mapping[str, Any], step: int) -> None:
+        self.callback(row)
+
+    def close(self) -> None:
+        pass
 
 
 class ConsoleTracker:

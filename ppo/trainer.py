@@ -12,10 +12,14 @@ otherwise each role gets its own pool and processes.
 
 One step is a pipeline of small stages (:meth:`PPOTrainer.train_step`): prompts with uids,
 repeated ``rollout.n`` times (interleaved) -> ``_rollout`` (generation, kept as a future) ->
-``_score_and_log_probs`` (reward, old/ref log-probs and values, chained on that future and in
-flight at the same time) -> ``_advantages`` (KL in reward, the estimator, on the controller)
--> ``_update`` (critic then actor, data parallel over the role's ranks, which fetch the token
-ids themselves) -> metrics. What reaches the driver is described in :mod:`ppo.dataflow`.
+reward, old/ref log-probs and values, chained on that future and in flight at the same time
+(``_start_step``, collected by ``_collect``) -> ``_advantages`` (KL in reward, the estimator,
+on the controller) -> ``_submit_updates`` (critic and actor, data parallel over the role's
+ranks, which fetch the token ids themselves) -> metrics. What reaches the driver is described
+in :mod:`ppo.dataflow`.
+With ``trainer.pipeline_steps`` consecutive steps overlap (:meth:`PPOTrainer.train_step`), and
+for group estimators the ranks compute the advantages themselves
+(:mod:`ppo.group_advantages`), so each update is submitted with its step's first stages.
 Validation runs every ``test_freq`` steps, a checkpoint every ``save_freq`` steps; the final
 policy is exported with ``save_pretrained`` to ``run_dir/hf_model``. Batch columns are named
 in :mod:`ppo.columns`.
@@ -24,6 +28,7 @@ in :mod:`ppo.columns`.
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
 import random
 import signal
@@ -51,7 +56,8 @@ from ppo.balance import balanced_order, token_counts
 from ppo.checkpoint import CheckpointManager
 from ppo.config import ConfigError, PPOConfig, config_to_dict
 from ppo.data_check import check_prompt_lengths, config_field, load_examples
-from ppo.dataflow import DriverTraffic, StepData, chained, place_scores
+from ppo.dataflow import DriverTraffic, StepData, StepStart, chained, place_scores
+from ppo.group_advantages import ranks_compute_advantages
 from ppo.lm import check_model_fits
 from ppo.metrics import MetricsWriter, read_metrics
 from ppo.pipeline import POLICY_VERSION, RolloutPipeline, RolloutWorker
@@ -75,6 +81,7 @@ from runtime import (
     Backend,
     Batch,
     BatchFuture,
+    GroupFuture,
     ResourcePool,
     WorkerGroup,
     WorkerSpec,
@@ -154,7 +161,10 @@ class PPOTrainer:
     subclass of :class:`ActorRolloutWorker` / :class:`CriticWorker` / :class:`RewardWorker`
     (build them with ``WorkerSpec.of(MyActor, config, tokenizer)``). ``trackers`` (any
     :class:`ppo.trackers.Tracker`) receive the configuration and every metrics row, next to the
-    ones named by ``trainer.loggers``; :meth:`close` closes them all.
+    ones named by ``trainer.loggers``; :meth:`close` closes them all (with
+    ``trainer.pipeline_steps`` their ``log`` may run while the next step runs on the ranks).
+    ``on_step(row)`` runs after each step is logged, with that step's policy on the ranks: it
+    may checkpoint, validate or export.
     """
 
     def __init__(
@@ -242,6 +252,12 @@ class PPOTrainer:
         self.reward: WorkerGroup[RewardWorker] | None = None
         self.rollout: WorkerGroup[RolloutWorker] | None = None
         self._pipeline: RolloutPipeline | None = None
+        #: The next step, started ahead while :meth:`fit` runs (see :meth:`train_step`).
+        self._ahead: StepStart | None = None
+        #: While :meth:`fit` runs: how much of step ``k`` may start ahead of its turn.
+        self._look_ahead: Callable[[int], _Ahead] | None = None
+        #: Whether the ranks compute each step's advantages (set when the workers start).
+        self._ranks_advantages = False
         #: Bytes the controller receives and sends per step (:mod:`ppo.dataflow`).
         self.traffic = DriverTraffic()
         self._groups: list[Any] = []
@@ -337,6 +353,9 @@ class PPOTrainer:
         if cfg.needs_critic and self.critic is None:
             self.critic = self._own_group(self.specs["critic"], pool(res.critic_ranks, "critic"))
         self._check_one_process_per_rank()
+        self._ranks_advantages = cfg.trainer.pipeline_steps and ranks_compute_advantages(
+            cfg, self.actor.world_size
+        )
         self.actor.call(ActorRolloutWorker.init_distributed)
         if self.critic is not None:
             self.critic.call(CriticWorker.init_distributed)
@@ -468,48 +487,62 @@ class PPOTrainer:
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, Any]:
         """One PPO/GRPO step: rollout -> score (+ log-probs, values) -> advantages ->
-        update. Returns its metrics (does not validate or checkpoint)."""
+        update. Returns its metrics (does not validate or checkpoint).
+
+        With ``trainer.pipeline_steps``: inside :meth:`fit` the next step's first stages are
+        submitted as soon as this step's update is (:meth:`_start_step`). Every rank runs its
+        calls in submission order, so the next rollout still uses the updated policy, and the
+        ranks go from the update straight into generation while the driver collects the
+        update's metrics. Where the ranks compute the advantages
+        (:mod:`ppo.group_advantages`), each update is submitted with its step's first stages,
+        also the next step's unless validation, a checkpoint or ``on_step`` comes between the
+        two (:meth:`_how_far_ahead`); the driver's own advantages then serve the metrics
+        only."""
         self.init_workers()
         cfg = self.config
         step = self.step + 1
         timing: dict[str, float] = {}
         metrics: dict[str, Any] = {}
         t_step = time.perf_counter()
-        self.traffic.take()
-        baselines = None
+        self.traffic.take()  # what validation moved is not this step's
+        started, self._ahead = self._ahead, None
+        if started is not None and started.step == step:
+            self.traffic.add(started.traffic)
+        else:
+            started = self._start_step(step, with_update=self._ranks_advantages)
+        data, baselines = self._collect(started, timing, t_step)
         if self._pipeline is not None:
-            self._pipeline.fill(step)
-            prompts, rollout = self._pipeline.take(step)
-            data = self._score_and_log_probs(prompts, rollout, timing, t_step)
             self._pipeline.check(step, data.view, version=step - 1)
             metrics.update(self._pipeline.staleness_metrics(data.view, version=step - 1))
             metrics.update(self._pipeline.sync_metrics(step))
-        else:
-            examples = self.sampler.next(cfg.data.prompts_per_step)
-            prompts = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
-                cfg.rollout.n, interleave=True
-            )
-            rollout = self._rollout(prompts, seed=cfg.trainer.seed * 100_003 + step)
-            baselines = self._greedy_baselines(examples, step) if cfg.needs_baselines else None
-            data = self._score_and_log_probs(prompts, rollout, timing, t_step)
         with _timed(timing, "adv"):
             data.view = self._advantages(data.view, baselines, metrics)
-        metrics.update(self._update(data, step, timing))
+        t_update = time.perf_counter()
+        updates = (
+            started.updates if started.updates is not None else self._submit_updates(data, step)
+        )
         if self._pipeline is not None:
             with _timed(timing, "sync_weights"):
                 self._pipeline.publish(step)
                 self._pipeline.fill(step + 1)
+        metrics.update(self.traffic.take())
+        ahead = self._look_ahead(step + 1) if self._look_ahead is not None else _Ahead.NOTHING
+        if ahead is not _Ahead.NOTHING:
+            self._ahead = self._start_step(
+                step + 1, with_update=self._ranks_advantages and ahead is _Ahead.WHOLE_STEP
+            )
+            self._ahead.traffic = self.traffic.take()
+        metrics.update(_collect_updates(updates, timing, t_update))
         self.step = step
         timing["step"] = time.perf_counter() - t_step
         batch = data.view
         metrics.update(_data_metrics(batch, cfg.data.max_response_len))
         metrics.update({f"timing_s/{k}": v for k, v in timing.items()})
-        metrics.update(self.traffic.take())
         n_tokens = float(batch.tensors[C.PROMPT_MASK].sum() + batch.tensors[C.RESPONSE_MASK].sum())
         metrics["perf/total_num_tokens"] = n_tokens
         metrics["perf/throughput"] = n_tokens / max(timing["step"], 1e-9)
         metrics["training/global_step"] = step
-        metrics["training/epoch"] = self.sampler.epoch
+        metrics["training/epoch"] = started.epoch
         metrics["step"] = step
         return metrics
 
@@ -520,12 +553,77 @@ class PPOTrainer:
             try:
                 row = self.train_step()
             except WorkerDiedError as err:
+                self._ahead = None  # its calls went to the dead ranks' queues
                 if not self._recovery.recover(self, err):
                     raise
                 history[:] = [r for r in history if r["step"] <= self.step]
                 continue
             self._recovery.annotate(row)
             return row
+
+    def _start_step(self, step: int, *, with_update: bool) -> StepStart:
+        """Stages 1-2 of ``step``, submitted and not awaited: draw the prompts (sync mode; in
+        async mode the rollout pipeline drew them and generates already), generate, and
+        chain the reward, old/ref log-probs and values on the rollout's future (each rank
+        fetches its own rows), so every role works as soon as its input exists. With
+        ``with_update`` (the ranks compute the advantages) the actor's update is chained on
+        them too, and the ranks run the whole step without waiting for the driver."""
+        cfg = self.config
+        baselines = None
+        if self._pipeline is not None:
+            self._pipeline.fill(step)  # (a no-op unless the pipeline was restarted)
+            prompts, rollout, sampler_state = self._pipeline.take(step)
+        else:
+            sampler_state = self.sampler.state_dict()
+            examples = self.sampler.next(cfg.data.prompts_per_step)
+            prompts = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
+                cfg.rollout.n, interleave=True
+            )
+            rollout = self._rollout(prompts, seed=cfg.trainer.seed * 100_003 + step)
+            if cfg.needs_baselines:
+                baselines = self._greedy_scores(examples, step)
+        assert self.actor is not None
+        returned = (C.ROLLOUT_LOG_PROBS, POLICY_VERSION) if self._pipeline is not None else ()
+        started = StepStart(
+            step=step,
+            prompts=prompts,
+            rollout=rollout,
+            scores=self._scores(prompts, rollout, *returned),
+            old_log_probs=self.actor.submit(ActorRolloutWorker.compute_log_prob, rollout),
+            ref_log_probs=(
+                self.actor.submit(ActorRolloutWorker.compute_ref_log_prob, rollout)
+                if cfg.needs_reference
+                else None
+            ),
+            values=(
+                self.critic.submit(CriticWorker.compute_values, rollout) if self.critic else None
+            ),
+            baselines=baselines,
+            sampler_state=sampler_state,
+            epoch=self.sampler.epoch,
+        )
+        if with_update:
+            started.updates = self._submit_rank_update(started)
+        return started
+
+    def _submit_rank_update(self, started: StepStart) -> _Updates:
+        """The actor's update of ``started``'s step, chained on its rollout, log-prob and
+        reward futures; the ranks compute the advantages from the scores and the uids the
+        driver sends (:mod:`ppo.group_advantages`)."""
+        assert self.actor is not None
+        update = started.prompts.select(tensor_keys=[], non_tensor_keys=[C.UID])
+        update.meta[C.SEED] = self.config.trainer.seed * 100_003 + started.step
+        _check_even_split(len(update), self.actor, "actor")
+        parts = [started.rollout, started.old_log_probs]
+        if started.ref_log_probs is not None:
+            parts.append(started.ref_log_probs)
+        parts.append(started.scores)  # last, as update_policy expects
+        future = self.actor.submit(
+            ActorRolloutWorker.update_policy,
+            self.traffic.sent(update),
+            *[chained(f) for f in parts],
+        )
+        return {"actor": future}
 
     def _rollout(self, batch: Batch, *, seed: int, greedy: bool = False) -> BatchFuture:
         """Stage 1: one response per row (the actor's rollout engine), left in the object
@@ -546,28 +644,17 @@ class PPOTrainer:
             RewardWorker.compute_score, self.traffic.sent(sent), chained(rollout)
         )
 
-    def _score_and_log_probs(
-        self, prompts: Batch, rollout: BatchFuture, timing: dict[str, float], t_gen: float
-    ) -> StepData:
-        """Stage 2: reward, old/ref log-probs and values, all chained on the rollout's future
-        and submitted before any is awaited (so the roles work at the same time). The driver
-        receives the scores and masks, the log-probs and the values; the token ids stay in
-        the object store for the update. ``timing_s/gen`` runs from ``t_gen`` until the
-        scores arrive (generation, then scoring)."""
-        assert self.actor is not None
-        returned = (C.ROLLOUT_LOG_PROBS, POLICY_VERSION) if self._pipeline is not None else ()
-        score_f = self._scores(prompts, rollout, *returned)
-        old_f = self.actor.submit(ActorRolloutWorker.compute_log_prob, rollout)
-        ref_f = (
-            self.actor.submit(ActorRolloutWorker.compute_ref_log_prob, rollout)
-            if self.config.needs_reference
-            else None
-        )
-        val_f = self.critic.submit(CriticWorker.compute_values, rollout) if self.critic else None
-        scores = self.traffic.received(score_f.get())
+    def _collect(
+        self, started: StepStart, timing: dict[str, float], t_gen: float
+    ) -> tuple[StepData, torch.Tensor | None]:
+        """Stage 2's results: the driver receives the scores and masks, the log-probs and the
+        values (the token ids stay in the object store for the update), and the ReMax
+        baselines. ``timing_s/gen`` runs from ``t_gen`` until the scores arrive (generation,
+        then scoring; generation may have started before ``t_gen``, ahead of its step)."""
+        scores = self.traffic.received(started.scores.get())
         t0 = time.perf_counter()
         timing["gen"] = t0 - t_gen
-        view = prompts.union(scores)
+        view = started.prompts.union(scores)
         view = view.union(
             Batch(
                 {
@@ -577,15 +664,19 @@ class PPOTrainer:
                 }
             )
         )
-        view = view.union(self.traffic.received(old_f.get()))
+        view = view.union(self.traffic.received(started.old_log_probs.get()))
         timing["old_log_prob"] = time.perf_counter() - t0
-        parts = [rollout, old_f]
-        for key, future in (("ref", ref_f), ("values", val_f)):
+        parts = [started.rollout, started.old_log_probs]
+        for key, future in (("ref", started.ref_log_probs), ("values", started.values)):
             if future is not None:
                 view = view.union(self.traffic.received(future.get()))
                 timing[key] = time.perf_counter() - t0
                 parts.append(future)
-        return StepData(view, parts)
+        baselines = None
+        if started.baselines is not None:
+            greedy = self.traffic.received(started.baselines.get())
+            baselines = greedy.tensors[C.SCORE].repeat_interleave(self.config.rollout.n)
+        return StepData(view, parts), baselines
 
     def _advantages(
         self, batch: Batch, baselines: torch.Tensor | None, metrics: dict[str, Any]
@@ -655,10 +746,11 @@ class PPOTrainer:
         metrics["async/logprob_gap_mean"] = float(masked_mean(gap, mask))
         return torch.where(stale, advantages * weights, advantages)
 
-    def _update(self, data: StepData, step: int, timing: dict[str, float]) -> dict[str, Any]:
-        """Stage 4: critic, then actor (after ``critic.warmup_steps``), data parallel. The
-        driver sends only the advantages and returns; each rank fetches its rows of the
-        rollout, log-probs and values from the object store (``data.parts``)."""
+    def _submit_updates(self, data: StepData, step: int) -> _Updates:
+        """Stage 4, submitted: critic and actor (after ``critic.warmup_steps``), data
+        parallel. The driver sends only the advantages and returns; each rank fetches its rows
+        of the rollout, log-probs and values from the object store (``data.parts``). The two
+        updates are independent (each role's own model), so both are in flight at once."""
         assert self.actor is not None
         cfg = self.config
         update = data.view.select(tensor_keys=[C.ADVANTAGES, C.RETURNS], non_tensor_keys=[])
@@ -673,27 +765,20 @@ class PPOTrainer:
         else:
             parts = [chained(f) for f in data.parts]
         self.traffic.sent(update)
-        metrics: dict[str, Any] = {}
+        pending: _Updates = {}
         if self.critic is not None:
             _check_even_split(len(update), self.critic, "critic")
-            with _timed(timing, "update_critic"):
-                per_rank = self.critic.call(CriticWorker.update_critic, update, *parts)
-            metrics.update({f"critic/{k}": v for k, v in _average(per_rank).items()})
+            pending["critic"] = self.critic.submit(CriticWorker.update_critic, update, *parts)
         if step > cfg.critic.warmup_steps or self.critic is None:
             _check_even_split(len(update), self.actor, "actor")
-            with _timed(timing, "update_actor"):
-                per_rank = self.actor.call(ActorRolloutWorker.update_policy, update, *parts)
-            metrics.update({f"actor/{k}": v for k, v in _average(per_rank).items()})
-        return metrics
+            pending["actor"] = self.actor.submit(ActorRolloutWorker.update_policy, update, *parts)
+        return pending
 
-    def _greedy_baselines(self, examples: Sequence[TaskExample], step: int) -> torch.Tensor:
-        """ReMax's baseline: the score of one greedy response per prompt, repeated ``n``
-        times to line up with the sampled rows (interleaved)."""
-        assert self.reward is not None
+    def _greedy_scores(self, examples: Sequence[TaskExample], step: int) -> BatchFuture:
+        """ReMax's baseline, submitted: the scores of one greedy response per prompt (the
+        caller repeats them ``n`` times to line up with the sampled rows, interleaved)."""
         prompts = self._prompt_batch(examples, uid_prefix=f"g{step}")
-        greedy = self._rollout(prompts, seed=step, greedy=True)
-        scores = self.traffic.received(self._scores(prompts, greedy).get())
-        return scores.tensors[C.SCORE].repeat_interleave(self.config.rollout.n)
+        return self._scores(prompts, self._rollout(prompts, seed=step, greedy=True))
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
@@ -735,13 +820,14 @@ class PPOTrainer:
         )
         try:
             stop.install()
+            self._look_ahead = lambda step: self._how_far_ahead(step, stop)
             if self.step == 0 and cfg.test_freq > 0:
                 row = {"step": 0, **self.validate()}
                 self._log_row(row)
                 history.append(row)
             while self.step < cfg.total_steps:
-                if stop.requested:
-                    raise KeyboardInterrupt
+                if stop.requested and not self._update_in_flight():
+                    raise KeyboardInterrupt  # (an update in flight finishes its step first)
                 row = self._recovering_step(history)
                 last = self.step == cfg.total_steps
                 if cfg.test_freq > 0 and (self.step % cfg.test_freq == 0 or last):
@@ -761,11 +847,32 @@ class PPOTrainer:
             status = "interrupted"
             raise
         finally:
+            self._look_ahead = None
             stop.uninstall()
             bar.close()
             self._finish(status, time.perf_counter() - start)
         self.export_pretrained(self.run_dir / "hf_model")
         return history
+
+    def _how_far_ahead(self, step: int, stop: _StopRequest) -> _Ahead:
+        """How much of ``step`` :meth:`fit` may start while the step before it finishes:
+        nothing past the last step or after Ctrl-C, and not the update when validation, a
+        checkpoint or the ``on_step`` callback comes between the two steps (they must see the
+        policy before it)."""
+        cfg = self.config.trainer
+        if not cfg.pipeline_steps or step > cfg.total_steps or stop.requested:
+            return _Ahead.NOTHING
+        before = step - 1
+        pause = (
+            (cfg.test_freq > 0 and before % cfg.test_freq == 0)
+            or (cfg.save_freq > 0 and before % cfg.save_freq == 0)
+            or self.on_step is not None
+        )
+        return _Ahead.FIRST_STAGES if pause else _Ahead.WHOLE_STEP
+
+    def _update_in_flight(self) -> bool:
+        """Whether the next step's update is already submitted (its step must be trained)."""
+        return self._ahead is not None and self._ahead.updates is not None
 
     def _finish(self, status: str, wall_s: float) -> None:
         """Write ``reward_curve.png`` and ``summary.json``, also when the run stopped early
@@ -855,6 +962,8 @@ class PPOTrainer:
     def _sampler_state(self) -> dict[str, int]:
         """The data position of the next step to train (prompts already drawn for steps still
         in flight are drawn again after a resume)."""
+        if self._ahead is not None:
+            return self._ahead.sampler_state
         if self._pipeline is not None:
             state = self._pipeline.sampler_state_for(self.step + 1)
             if state is not None:
@@ -905,6 +1014,7 @@ class PPOTrainer:
         self.actor.call(ActorRolloutWorker.load_checkpoint, str(path))
         if self.critic is not None:
             self.critic.call(CriticWorker.load_checkpoint, str(path))
+        self._ahead = None  # started from the data position being replaced
         self.step = int(state["step"])
         self.sampler.load_state_dict(state["sampler"])
         self.kl_ctrl.load_state_dict(state["kl_ctrl"])
@@ -919,6 +1029,16 @@ def _data_label(task_name: str, train_jsonl: str | None, *, explicit: bool) -> s
     if train_jsonl:
         return Path(train_jsonl).name
     return f"task {task_name}"
+
+
+class _Ahead(enum.Enum):
+    """How much of the next step :meth:`PPOTrainer.fit` starts while a step finishes."""
+
+    NOTHING = "nothing"
+    #: Generation, scoring, log-probs and values (they do not change the policy).
+    FIRST_STAGES = "first stages"
+    #: The update as well, where the ranks compute the advantages.
+    WHOLE_STEP = "whole step"
 
 
 class _StopRequest:
@@ -962,6 +1082,23 @@ def _process_id(worker: object) -> int:
     import os
 
     return os.getpid()
+
+
+#: A step's submitted updates by role (``"critic"``, ``"actor"``): each rank's metrics.
+_Updates = dict[str, GroupFuture[list[dict[str, float]]]]
+
+
+def _collect_updates(
+    pending: _Updates, timing: dict[str, float], t_submit: float
+) -> dict[str, Any]:
+    """Each role's update metrics averaged over its ranks (``critic/...``, ``actor/...``);
+    ``timing_s/update_<role>`` runs from ``t_submit`` until that role's results arrive."""
+    metrics: dict[str, Any] = {}
+    for role, future in pending.items():
+        per_rank = future.get()
+        timing[f"update_{role}"] = time.perf_counter() - t_submit
+        metrics.update({f"{role}/{k}": v for k, v in _average(per_rank).items()})
+    return metrics
 
 
 def _average(per_rank: Sequence[Mapping[str, float]]) -> dict[str, float]:

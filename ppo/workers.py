@@ -33,8 +33,9 @@ from torch import Tensor, nn
 
 from ppo import columns as C
 from ppo.algos import agg_loss, get_policy_loss, kl_penalty, value_loss
-from ppo.config import PPOConfig
+from ppo.config import AlgorithmConfig, PPOConfig
 from ppo.dataflow import UPDATE_COLUMNS, joined
+from ppo.group_advantages import with_group_advantages
 from ppo.lm import (
     autocast,
     build_critic,
@@ -235,8 +236,10 @@ class ActorRolloutWorker:
         ``attention_mask``, ``response_mask``, ``old_log_probs``, ``advantages`` (and
         ``ref_log_probs`` with the KL loss) in ``batch`` and ``parts`` together (the trainer
         passes the rollout and log-prob results as futures, so each rank fetches its rows);
-        ``meta["seed"]`` seeds the shuffle. Returns this rank's mean metrics."""
-        batch = _update_batch(batch, parts)
+        ``meta["seed"]`` seeds the shuffle. When the step's advantages are the ranks' to
+        compute (:mod:`ppo.group_advantages`), ``batch`` carries the ``uid`` column instead
+        and the last of ``parts`` is the reward's result. Returns this rank's mean metrics."""
+        batch = _update_batch(batch, parts, self.config.algorithm)
         cfg = self.config.actor
         dp = self._trainer()
         self.model.train()
@@ -344,9 +347,19 @@ class ActorRolloutWorker:
         return directory
 
 
-def _update_batch(batch: Batch, parts: Sequence[Batch]) -> Batch:
-    """The update's columns (:data:`ppo.dataflow.UPDATE_COLUMNS` present) and meta."""
-    whole = joined(batch, parts)
+def _update_batch(
+    batch: Batch, parts: Sequence[Batch], algorithm: AlgorithmConfig | None = None
+) -> Batch:
+    """The update's columns (:data:`ppo.dataflow.UPDATE_COLUMNS` present) and meta. Without
+    ``advantages`` from the driver, and given the ``algorithm``, this rank computes its
+    groups' advantages from the uids in ``batch`` and the scores in the last part (the
+    reward's result, :mod:`ppo.group_advantages`)."""
+    if algorithm is not None and C.ADVANTAGES not in batch.tensors:
+        *parts, scored = parts
+        whole = joined(batch, parts).union(scored.select(tensor_keys=[C.SCORE], non_tensor_keys=[]))
+        whole = with_group_advantages(whole, algorithm)
+    else:
+        whole = joined(batch, parts)
     keys = [k for k in UPDATE_COLUMNS if k in whole.tensors]
     return whole.select(tensor_keys=keys, non_tensor_keys=[])
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ import pytest
 from ppo import ActorRolloutWorker, ConfigError, PPOTrainer, load_config
 from ppo.metrics import read_metrics
 from ppo.tokenizer import PromptCache
+from ppo.trackers import CallbackTracker
 from runtime.testing import InProcessBackend
 from tests.trainer_support import (
     digit_tokenizer,
@@ -232,3 +236,104 @@ def test_the_prompt_cache_leaves_every_metric_unchanged(tmp_path: Path) -> None:
     plain, cached_rows = rows
     assert len(plain) == cfg.trainer.total_steps + 1  # step 0 validation, then each step
     assert plain == cached_rows
+
+
+@pytest.mark.parametrize(
+    ("extra", "ranks_advantages"),
+    [
+        ([], True),
+        (["algorithm.adv_estimator='rloo'", "actor.use_kl_loss=true"], True),
+        (
+            [
+                "algorithm.adv_estimator='gae'",
+                "algorithm.use_kl_in_reward=true",
+                "algorithm.kl_ctrl='adaptive'",
+                "actor.use_kl_loss=true",
+            ],
+            False,
+        ),
+        (["algorithm.adv_estimator='remax'"], False),
+    ],
+    ids=["grpo", "rloo-kl-loss", "gae-critic-kl", "remax"],
+)
+def test_pipelined_steps_train_exactly_as_one_stage_at_a_time(
+    tmp_path: Path, extra: list[str], ranks_advantages: bool
+) -> None:
+    """With ``trainer.pipeline_steps`` (the default) ``fit`` submits step ``k + 1``'s
+    rollout, scoring, log-probs and values while step ``k``'s update runs, and for group
+    estimators the ranks compute the advantages, so each update is submitted with its step's
+    first stages. Every metric equals a run with ``pipeline_steps=false`` stepped by
+    ``train_step``, which starts nothing ahead and computes the advantages on the driver."""
+    overrides = ["trainer.save_freq=0", "trainer.test_freq=0", *extra]
+    ahead: list[tuple[int, bool] | None] = []
+
+    def watch(row: Mapping[str, object]) -> None:
+        nxt = fitting._ahead
+        ahead.append(None if nxt is None else (nxt.step, nxt.updates is not None))
+
+    cfg = tiny_config(tmp_path / "fit", overrides)
+    steps = cfg.trainer.total_steps
+    backend = InProcessBackend()
+    trackers = [CallbackTracker(watch)]  # not on_step: it keeps every update in its own step
+    with PPOTrainer(backend, cfg, reward_fn=varied_reward, trackers=trackers) as fitting:
+        # fit's rows also count restarts (none here); train_step's do not.
+        fitted = [{**training_values(r)} for r in fitting.fit()]
+        assert fitting._ranks_advantages is ranks_advantages
+    assert [r.pop("recovery/restarts") for r in fitted] == [0] * steps
+    # Never past the last step; the update too where the ranks compute the advantages.
+    assert ahead == [*((k, ranks_advantages) for k in range(2, steps + 1)), None]
+    plain = tiny_config(tmp_path / "step", [*overrides, "trainer.pipeline_steps=false"])
+    with PPOTrainer(backend, plain, reward_fn=varied_reward) as stepping:
+        stepped = []
+        for _ in range(steps):
+            stepped.append(training_values(stepping.train_step()))
+            assert stepping._ahead is None
+        assert not stepping._ranks_advantages
+    assert fitted == stepped
+    grad_norm = fitted[-1]["actor/grad_norm"]
+    assert isinstance(grad_norm, float)
+    assert grad_norm > 0
+
+
+@pytest.mark.parametrize(("save_freq", "stopped_at"), [(0, 3), (2, 2)])
+def test_ctrl_c_finishes_a_step_whose_update_is_already_in_flight(
+    tmp_path: Path, save_freq: int, stopped_at: int
+) -> None:
+    """Ctrl-C during step 2: with step 3's update already submitted (nothing between the
+    steps) ``fit`` trains step 3 and stops, so the trainer's step is the policy's; when step 2
+    checkpoints, nothing of step 3 but its rollout was started and ``fit`` stops at step 2."""
+    overrides = [f"trainer.save_freq={save_freq}", "trainer.test_freq=0", "trainer.total_steps=5"]
+    cfg = tiny_config(tmp_path, overrides)
+
+    def ctrl_c(row: Mapping[str, object]) -> None:
+        if row["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # fit's handler only sets a flag
+
+    trainer = PPOTrainer(
+        InProcessBackend(), cfg, reward_fn=varied_reward, trackers=[CallbackTracker(ctrl_c)]
+    )
+    with trainer, pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer.step == stopped_at
+    assert trainer._ahead is None or trainer._ahead.updates is None
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, stopped_at + 1))
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_with_an_on_step_callback_no_update_starts_before_it(tmp_path: Path) -> None:
+    """``on_step`` may checkpoint, validate or export: it sees its own step's policy, so
+    ``fit`` starts only the next step's first stages before it, never the update."""
+    cfg = tiny_config(tmp_path, ["trainer.save_freq=0", "trainer.test_freq=0"])
+    seen: list[tuple[int, bool] | None] = []
+
+    def on_step(row: dict[str, object]) -> None:
+        nxt = trainer._ahead
+        seen.append(None if nxt is None else (nxt.step, nxt.updates is not None))
+
+    trainer = PPOTrainer(InProcessBackend(), cfg, reward_fn=varied_reward, on_step=on_step)
+    with trainer:
+        trainer.fit()
+        assert trainer._ranks_advantages
+    steps = cfg.trainer.total_steps
+    assert seen == [*((k, False) for k in range(2, steps + 1)), None]

@@ -23,17 +23,23 @@ def comparable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in training_values(row).items() if not k.startswith("recovery/")}
 
 
-def run(run_dir: Path, extra: list[str], die_after: int | None) -> tuple[PPOTrainer, list[Any]]:
-    """Train; after step ``die_after`` (the first time) the actor's rank 0 dies on its next
-    ``generate``."""
+def run(
+    run_dir: Path, extra: list[str], die_after: int | None, method: str = "generate"
+) -> tuple[PPOTrainer, list[Any]]:
+    """Train; after step ``die_after`` (the first time) the actor's rank 0 dies on the next
+    ``method`` call that reaches it (``0``: from the start). ``fit`` starts each step while
+    the previous one's update runs, so after step ``k`` the next ``generate`` to arrive is
+    step ``k + 2``'s."""
     backend = InProcessBackend()
     armed: list[bool] = []
 
     def on_step(row: dict[str, Any]) -> None:
         if row["step"] == die_after and not armed:
             armed.append(True)
-            backend.faults.die(0, role="actor", method="generate")
+            backend.faults.die(0, role="actor", method=method)
 
+    if die_after == 0:
+        on_step({"step": 0})
     trainer = PPOTrainer(
         backend, tiny_config(run_dir, [*RUN, *extra]), reward_fn=varied_reward, on_step=on_step
     )
@@ -44,8 +50,9 @@ def run(run_dir: Path, extra: list[str], die_after: int | None) -> tuple[PPOTrai
 
 def test_a_rank_death_mid_run_is_recovered_from_the_last_checkpoint(tmp_path: Path) -> None:
     _, straight = run(tmp_path / "straight", [], die_after=None)
-    trainer, history = run(tmp_path / "recovered", [], die_after=3)
-    # Died in step 4's rollout; recovered from step_2; steps 3 and 4 trained again.
+    trainer, history = run(tmp_path / "recovered", [], die_after=2)
+    # Died in step 4's rollout (started while step 3 updated); recovered from step_2; steps 3
+    # and 4 trained again.
     assert [r["step"] for r in history] == [1, 2, 3, 4]
     rows = read_metrics(tmp_path / "recovered" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
@@ -59,7 +66,7 @@ def test_a_rank_death_mid_run_is_recovered_from_the_last_checkpoint(tmp_path: Pa
 
 def test_without_restarts_left_the_death_ends_the_run(tmp_path: Path) -> None:
     with pytest.raises(WorkerDiedError) as info:
-        run(tmp_path / "r", ["trainer.max_restarts=0"], die_after=3)
+        run(tmp_path / "r", ["trainer.max_restarts=0"], die_after=2)
     # The rollout's result stays a future; the first call the driver waits on is the
     # reward's, which shares rank 0's (dead) process with the actor in this layout.
     assert info.value.rank == 0
@@ -73,8 +80,9 @@ def test_without_restarts_left_the_death_ends_the_run(tmp_path: Path) -> None:
 
 def test_a_death_before_the_first_checkpoint_ends_the_run(tmp_path: Path) -> None:
     with pytest.raises(WorkerDiedError):
-        run(tmp_path / "r", [], die_after=1)  # the first checkpoint is step 2's
-    assert [r["step"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [1]
+        # Dies in step 1's update; the first checkpoint is step 2's.
+        run(tmp_path / "r", [], die_after=0, method="update_policy")
+    assert read_metrics(tmp_path / "r" / "metrics.jsonl") == []
 
 
 def test_max_restarts_must_not_be_negative(tmp_path: Path) -> None:
