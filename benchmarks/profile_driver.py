@@ -1,7 +1,7 @@
 """The driver's own CPU time per demo step on Ray, and where it goes (cProfile).
 
 Trains the demo config (2 data-parallel actor ranks on a local Ray cluster) for ``--steps``
-steps and reads the driver's CPU clocks at every step's end (the trainer's ``on_step``):
+steps and reads the driver's CPU clocks at every step's end (a tracker's ``log``):
 ``time.process_time()`` (every thread of the driver process, Ray's client threads included)
 and ``time.thread_time()`` (the main thread only: the trainer's code and the calls it makes).
 The backend is wrapped in :class:`benchmarks.suite_orchestration.TimedBackend`, which
@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.suite_orchestration import TimedBackend, demo_overrides  # noqa: E402
 from ppo import PPOTrainer, load_config  # noqa: E402
+from ppo.trackers import CallbackTracker  # noqa: E402
 from rlrun import build_backend  # noqa: E402
 
 
@@ -50,7 +52,7 @@ def measure(
     backend = build_backend("ray")
     timed = TimedBackend(backend)
 
-    def stamp(row: dict[str, Any]) -> None:
+    def stamp(row: Mapping[str, Any]) -> None:
         step = int(row["step"])
         thread = time.thread_time()
         clocks[step] = (
@@ -65,7 +67,9 @@ def measure(
             profile.disable()
 
     try:
-        with PPOTrainer(backend=timed, config=load_config("demo", overrides), on_step=stamp) as t:
+        with PPOTrainer(
+            backend=timed, config=load_config("demo", overrides), trackers=[CallbackTracker(stamp)]
+        ) as t:
             t.init_workers()
             t.fit()
     finally:

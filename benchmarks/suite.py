@@ -130,36 +130,87 @@ def _data(quick: bool) -> list[Figure]:
     return figures
 
 
+#: The demo layouts measured: name, title words, config overrides.
+_DEMO_RUNS: tuple[tuple[str, str, list[str]], ...] = (
+    ("pipelined", "pipelined steps (default)", []),
+    ("one_stage_at_a_time", "trainer.pipeline_steps=false", ["trainer.pipeline_steps=false"]),
+)
+
+
 def _demo(quick: bool) -> list[Figure]:
-    from benchmarks.suite_intervals import PARTS as SHARE_PARTS
     from benchmarks.suite_orchestration import demo_step_parts
 
     steps, skip = (12, 4) if quick else (50, 10)
+    rounds = 1 if quick else 2
     figures: list[Figure] = []
     backend = _ray_backend()
+    runs: dict[str, list[Any]] = {name: [] for name, _, _ in _DEMO_RUNS}
     try:
-        for balance in (True, False):
-            with tempfile.TemporaryDirectory(prefix="bench-demo-") as run_dir:
-                demo = demo_step_parts(
-                    backend, Path(run_dir), steps=steps, skip=skip, balance=balance
-                )
-            figures.append(
-                share_figure(
-                    f"demo_orchestration_share_balance_{'on' if balance else 'off'}",
-                    f"demo step orchestration share (Ray, {demo.workers} workers), "
-                    f"balance_batch={'on' if balance else 'off (default)'}",
-                    {k: demo.parts[k] for k in SHARE_PARTS},
-                    wall_s=demo.step_s,
-                    repeats=steps - skip,
-                    target=None if balance else SHARE_TARGET,  # on the default (off)
-                    note="ray.timeline task:execute intervals in the workers; driver "
-                    "submit/wait stamped by a wrapping backend; repeats = measured steps",
-                )
-            )
-        figures += _demo_cpu_figures(demo, steps - skip)  # the default (balance off)
+        # Alternate the layouts so a slow spell of the machine hits both alike.
+        for _ in range(rounds):
+            for name, _, extra in _DEMO_RUNS:
+                with tempfile.TemporaryDirectory(prefix="bench-demo-") as run_dir:
+                    runs[name].append(
+                        demo_step_parts(
+                            backend,
+                            Path(run_dir),
+                            steps=steps,
+                            skip=skip,
+                            balance=False,
+                            extra=extra,
+                        )
+                    )
+        with tempfile.TemporaryDirectory(prefix="bench-demo-") as run_dir:
+            balanced = demo_step_parts(backend, Path(run_dir), steps=steps, skip=skip, balance=True)
     finally:
         backend.shutdown()
+    for name, words, _ in _DEMO_RUNS:
+        figures.append(_share(f"demo_orchestration_share_{name}", words, runs[name], steps - skip))
+    figures.append(
+        _share(
+            "demo_orchestration_share_balance_on",
+            "trainer.balance_batch=true (pipelined, driver advantages)",
+            [balanced],
+            steps - skip,
+        )
+    )
+    pipelined, plain = runs["pipelined"], runs["one_stage_at_a_time"]
+    figures.append(
+        ratio_figure(
+            "demo_step_time",
+            "demo step time, pipelined steps (default)",
+            [r.step_times for r in pipelined],
+            [r.step_times for r in plain],
+            base_label="trainer.pipeline_steps=false",
+            note=f"median step wall time; {rounds} alternating run(s) of {steps - skip} "
+            "measured steps per layout",
+        )
+    )
+    figures += _demo_cpu_figures(pipelined[-1], steps - skip)
     return figures
+
+
+def _share(key: str, words: str, demos: Sequence[Any], repeats: int) -> Figure:
+    """The orchestration share of ``demos`` (runs of one layout; parts averaged), with where
+    the workers' idle time goes (inside the engine's task wrapper, or between calls)."""
+    from benchmarks.suite_intervals import PARTS
+
+    def mean(values: Sequence[float]) -> float:
+        return sum(values) / len(values)
+
+    parts = {k: mean([d.parts[k] for d in demos]) for k in PARTS}
+    gaps = {k: mean([d.worker_gaps[k] for d in demos]) for k in demos[0].worker_gaps}
+    return share_figure(
+        key,
+        f"demo step orchestration share (Ray, {demos[0].workers} workers), {words}",
+        parts,
+        wall_s=mean([d.step_s for d in demos]),
+        repeats=repeats * len(demos),
+        target=SHARE_TARGET if key == "demo_orchestration_share_pipelined" else None,
+        note="ray.timeline task:execute intervals in the workers; driver submit/wait stamped "
+        f"by a wrapping backend; repeats = measured steps ({len(demos)} run(s)); each "
+        "worker outside its methods, mean: " + ", ".join(f"{k} {v:.1%}" for k, v in gaps.items()),
+    )
 
 
 def _demo_cpu_figures(demo: Any, repeats: int) -> list[Figure]:

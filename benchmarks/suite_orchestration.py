@@ -20,7 +20,7 @@ import bisect
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,11 @@ class DemoStep:
     window spent running a method, largest first; ``worker_idle``: for each of those workers
     (same order), the window's fractions when that worker is idle, split by what the driver
     does meanwhile (inside ``submit``, inside ``wait``, its own work); ``slow_by_method``:
-    ``slow`` for each clocked method on its own.
+    ``slow`` for each clocked method on its own; ``step_times``: each measured step's wall
+    seconds; ``worker_gaps``: where a worker's time outside its methods goes, mean over the
+    workers, as fractions of the window: ``"engine task wrapper"`` (inside an engine task
+    of a call but outside the method: decoding the arguments, storing the result) and
+    ``"between calls"`` (no call task running: waiting for the next call or its inputs).
     """
 
     parts: dict[str, float]
@@ -84,6 +88,8 @@ class DemoStep:
     worker_busy: list[float] = attrs.field(factory=list)
     worker_idle: list[dict[str, float]] = attrs.field(factory=list)
     slow_by_method: dict[str, dict[str, float]] = attrs.field(factory=dict)
+    step_times: list[float] = attrs.field(factory=list)
+    worker_gaps: dict[str, float] = attrs.field(factory=dict)
 
 
 class TimedBackend:
@@ -145,10 +151,10 @@ class TimedBackend:
 
 def _busy_intervals(
     events: Sequence[dict[str, Any]], window: Interval
-) -> dict[str, list[Interval]]:
+) -> tuple[dict[str, list[Interval]], dict[str, list[Interval]]]:
     """``task:execute`` intervals (seconds) inside a host actor's user-call task (``invoke``
     or a generated per-method one, :func:`runtime_ray.is_call_task`), per worker process, for
-    the workers that ran one in ``window``."""
+    the workers that ran one in ``window``; and those call tasks' own intervals."""
     invokes: dict[str, list[Interval]] = {}
     executes: dict[str, list[Interval]] = {}
     for e in events:
@@ -172,7 +178,25 @@ def _busy_intervals(
             if i >= 0 and spans[i][0] <= begin <= spans[i][1]:
                 keep.append((begin, end))
         busy[tid] = keep
-    return busy
+    return busy, invokes
+
+
+def _worker_gaps(
+    busy: dict[str, list[Interval]], calls: dict[str, list[Interval]], window: Interval
+) -> dict[str, float]:
+    """``DemoStep.worker_gaps``: per worker, the window's time inside call tasks but outside
+    their methods, and outside call tasks; means over the workers, as fractions."""
+
+    def covered(spans: Sequence[Interval]) -> float:
+        return sum(max(0.0, min(e, window[1]) - max(b, window[0])) for b, e in merge(spans))
+
+    span = window[1] - window[0]
+    wrapper = [covered(calls[t]) - covered(busy[t]) for t in busy]
+    between = [span - covered(calls[t]) for t in busy]
+    return {
+        "engine task wrapper": sum(wrapper) / len(wrapper) / span,
+        "between calls": sum(between) / len(between) / span,
+    }
 
 
 def demo_step_parts(
@@ -189,6 +213,7 @@ def demo_step_parts(
     (``None``: leave the config's); ``extra``: more config overrides (e.g. an async layout)."""
     from ppo import PPOTrainer, load_config
     from ppo.tokenizer import load_tokenizer
+    from ppo.trackers import CallbackTracker
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     overrides = demo_overrides(steps, run_dir)
@@ -199,7 +224,7 @@ def demo_step_parts(
     stamps: dict[int, float] = {}
     snaps: dict[int, Snapshot] = {}
 
-    def on_step(row: dict[str, Any]) -> None:
+    def on_step(row: Mapping[str, Any]) -> None:
         step = int(row["step"])
         if step == skip:
             snaps[step] = snapshot()  # before the window opens
@@ -214,7 +239,7 @@ def demo_step_parts(
         config=config,
         tokenizer=tokenizer,
         actor_spec=WorkerSpec.of(ClockedActor, config, tokenizer),
-        on_step=on_step,
+        trackers=[CallbackTracker(on_step)],  # not on_step: see CallbackTracker
     ) as trainer:
         trainer.init_workers()
         trainer.fit()
@@ -226,7 +251,7 @@ def demo_step_parts(
         time.sleep(2.5)
         events: list[dict[str, Any]] = list(ray.timeline() or [])
     window = (stamps[skip], stamps[steps])
-    busy = _busy_intervals(events, window)
+    busy, call_spans = _busy_intervals(events, window)
     if not busy:
         raise RuntimeError("ray.timeline() has no host actor task in the measured window")
     parts = orchestration_parts(window, busy, timed.submits, timed.waits)
@@ -254,4 +279,16 @@ def demo_step_parts(
         for tid in order
     ]
     shares = [busy_share(busy[tid]) for tid in order]
-    return DemoStep(parts, span / n, len(busy), cpu, slow, shares, idle, by_method)
+    step_times = [stamps[k] - stamps[k - 1] for k in range(skip + 1, steps + 1)]
+    return DemoStep(
+        parts,
+        span / n,
+        len(busy),
+        cpu,
+        slow,
+        shares,
+        idle,
+        by_method,
+        step_times,
+        _worker_gaps(busy, call_spans, window),
+    )
