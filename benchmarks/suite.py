@@ -139,6 +139,7 @@ _DEMO_RUNS: tuple[tuple[str, str, list[str]], ...] = (
 
 def _demo(quick: bool) -> list[Figure]:
     from benchmarks.suite_orchestration import demo_step_parts
+    from benchmarks.suite_skeleton import skeleton_step
 
     steps, skip = (12, 4) if quick else (50, 10)
     rounds = 1 if quick else 2
@@ -162,6 +163,8 @@ def _demo(quick: bool) -> list[Figure]:
                     )
         with tempfile.TemporaryDirectory(prefix="bench-demo-") as run_dir:
             balanced = demo_step_parts(backend, Path(run_dir), steps=steps, skip=skip, balance=True)
+        cpu = runs["pipelined"][-1].method_cpu
+        skeleton = skeleton_step(cpu, steps=steps, skip=skip)
     finally:
         backend.shutdown()
     for name, words, _ in _DEMO_RUNS:
@@ -172,6 +175,21 @@ def _demo(quick: bool) -> list[Figure]:
             "trainer.balance_batch=true (pipelined, driver advantages)",
             [balanced],
             steps - skip,
+        )
+    )
+    figures.append(
+        share_figure(
+            "demo_orchestration_share_raw_ray_skeleton",
+            "the same call graph on raw Ray actors (engine floor, no all-reduce)",
+            skeleton.parts,
+            wall_s=skeleton.step_s,
+            repeats=steps - skip,
+            note="benchmarks/suite_skeleton.py: 2 plain actors, per step and rank generate -> "
+            "score, log_prob -> update chained by object refs, one step ahead, each burning "
+            "the demo's median on-CPU time per call ("
+            + ", ".join(f"{m} {v * 1e3:.1f} ms" for m, v in cpu.items())
+            + "); each worker outside its calls, mean: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in skeleton.worker_gaps.items()),
         )
     )
     pipelined, plain = runs["pipelined"], runs["one_stage_at_a_time"]

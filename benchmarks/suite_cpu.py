@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,16 +27,18 @@ from typing import Any
 
 import attrs
 
-from ppo.workers import ActorRolloutWorker
+from ppo.workers import ActorRolloutWorker, RewardWorker
 from runtime import Batch, Dispatch, register
 
 __all__ = [
     "CallClock",
     "ClockedActor",
+    "ClockedReward",
     "Snapshot",
     "call_clocks",
     "clock_call",
     "cores",
+    "median_cpu",
     "snapshot",
     "split_by_method",
     "split_slow_rank",
@@ -118,6 +121,33 @@ class ClockedActor(ActorRolloutWorker):
     def update_policy(self, batch: Batch, *parts: Batch) -> dict[str, float]:
         with clock_call(self.clocks, "update_policy"):
             return super().update_policy(batch, *parts)
+
+
+class ClockedReward(RewardWorker):
+    """The trainer's reward worker, with a :class:`CallClock` per ``compute_score`` call
+    (benchmarks only)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clocks: list[CallClock] = []
+
+    @register(Dispatch.DP_COMPUTE_PROTO, pad=True)
+    def compute_score(self, batch: Batch, *parts: Batch) -> Batch:
+        with clock_call(self.clocks, "compute_score"):
+            return super().compute_score(batch, *parts)
+
+
+def median_cpu(
+    clocks: Sequence[Sequence[CallClock]], window: tuple[float, float]
+) -> dict[str, float]:
+    """Median on-CPU seconds per call of each method, over every rank's calls started in
+    ``window``."""
+    by_method: dict[str, list[float]] = {}
+    for rank in clocks:
+        for c in rank:
+            if window[0] <= c.start <= window[1]:
+                by_method.setdefault(c.method, []).append(c.on_cpu)
+    return {m: statistics.median(v) for m, v in sorted(by_method.items())}
 
 
 def worker_pid(worker: object) -> int:

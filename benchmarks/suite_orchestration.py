@@ -20,7 +20,7 @@ import bisect
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,10 @@ import structlog
 
 from benchmarks.suite_cpu import (
     ClockedActor,
+    ClockedReward,
     Snapshot,
     call_clocks,
+    median_cpu,
     snapshot,
     split_by_method,
     split_slow_rank,
@@ -42,7 +44,14 @@ from benchmarks.suite_intervals import Interval, merge, orchestration_parts
 from runtime import Backend, HostLaunch, RankCall, ResourcePool, WorkerSpec
 from runtime_ray import is_call_task
 
-__all__ = ["DemoStep", "TimedBackend", "demo_overrides", "demo_step_parts"]
+__all__ = [
+    "DemoStep",
+    "TimedBackend",
+    "busy_intervals",
+    "demo_overrides",
+    "demo_step_parts",
+    "worker_gaps",
+]
 
 
 def demo_overrides(steps: int, run_dir: Path) -> list[str]:
@@ -77,7 +86,9 @@ class DemoStep:
     seconds; ``worker_gaps``: where a worker's time outside its methods goes, mean over the
     workers, as fractions of the window: ``"engine task wrapper"`` (inside an engine task
     of a call but outside the method: decoding the arguments, storing the result) and
-    ``"between calls"`` (no call task running: waiting for the next call or its inputs).
+    ``"between calls"`` (no call task running: waiting for the next call or its inputs);
+    ``method_cpu``: the median on-CPU seconds of one rank's call, per method (generate,
+    reward, log-probs, update).
     """
 
     parts: dict[str, float]
@@ -90,6 +101,7 @@ class DemoStep:
     slow_by_method: dict[str, dict[str, float]] = attrs.field(factory=dict)
     step_times: list[float] = attrs.field(factory=list)
     worker_gaps: dict[str, float] = attrs.field(factory=dict)
+    method_cpu: dict[str, float] = attrs.field(factory=dict)
 
 
 class TimedBackend:
@@ -149,12 +161,15 @@ class TimedBackend:
         self.inner.shutdown()
 
 
-def _busy_intervals(
-    events: Sequence[dict[str, Any]], window: Interval
+def busy_intervals(
+    events: Sequence[dict[str, Any]],
+    window: Interval,
+    is_call: Callable[[str], bool] = is_call_task,
 ) -> tuple[dict[str, list[Interval]], dict[str, list[Interval]]]:
-    """``task:execute`` intervals (seconds) inside a host actor's user-call task (``invoke``
-    or a generated per-method one, :func:`runtime_ray.is_call_task`), per worker process, for
-    the workers that ran one in ``window``; and those call tasks' own intervals."""
+    """``task:execute`` intervals (seconds) inside a user-call task (by default a host
+    actor's ``invoke`` or generated per-method task, :func:`runtime_ray.is_call_task`; else
+    those whose timeline category ``is_call`` accepts), per worker process, for the workers
+    that ran one in ``window``; and those call tasks' own intervals."""
     invokes: dict[str, list[Interval]] = {}
     executes: dict[str, list[Interval]] = {}
     for e in events:
@@ -164,7 +179,7 @@ def _busy_intervals(
         if span[1] < window[0] or span[0] > window[1]:
             continue
         tid = str(e.get("tid"))
-        if is_call_task(str(e.get("cat", ""))):
+        if is_call(str(e.get("cat", ""))):
             invokes.setdefault(tid, []).append(span)
         elif e.get("name") == "task:execute":
             executes.setdefault(tid, []).append(span)
@@ -181,7 +196,7 @@ def _busy_intervals(
     return busy, invokes
 
 
-def _worker_gaps(
+def worker_gaps(
     busy: dict[str, list[Interval]], calls: dict[str, list[Interval]], window: Interval
 ) -> dict[str, float]:
     """``DemoStep.worker_gaps``: per worker, the window's time inside call tasks but outside
@@ -212,6 +227,8 @@ def demo_step_parts(
     steps ``skip + 1 .. steps``. ``balance``: the value of ``trainer.balance_batch``
     (``None``: leave the config's); ``extra``: more config overrides (e.g. an async layout)."""
     from ppo import PPOTrainer, load_config
+    from ppo.scoring import RewardFnScorer
+    from ppo.tasks import get_task
     from ppo.tokenizer import load_tokenizer
     from ppo.trackers import CallbackTracker
 
@@ -234,11 +251,13 @@ def demo_step_parts(
 
     config = load_config("demo", overrides)
     tokenizer = load_tokenizer(None)
+    scorer = RewardFnScorer(get_task(config.data.task, **dict(config.data.task_kwargs)), None)
     with PPOTrainer(
         backend=timed,
         config=config,
         tokenizer=tokenizer,
         actor_spec=WorkerSpec.of(ClockedActor, config, tokenizer),
+        reward_spec=WorkerSpec.of(ClockedReward, scorer, tokenizer),
         trackers=[CallbackTracker(on_step)],  # not on_step: see CallbackTracker
     ) as trainer:
         trainer.init_workers()
@@ -247,11 +266,13 @@ def demo_step_parts(
         groups = [g for g in (trainer.actor, trainer.rollout) if g is not None]
         pids = sorted({p for g in groups for p in g.run_function(worker_pid)})
         clocks = trainer.actor.run_function(call_clocks)
+        assert trainer.reward is not None
+        reward_clocks = trainer.reward.run_function(call_clocks)
         # Workers report task events about once a second; read them while they still live.
         time.sleep(2.5)
         events: list[dict[str, Any]] = list(ray.timeline() or [])
     window = (stamps[skip], stamps[steps])
-    busy, call_spans = _busy_intervals(events, window)
+    busy, call_spans = busy_intervals(events, window)
     if not busy:
         raise RuntimeError("ray.timeline() has no host actor task in the measured window")
     parts = orchestration_parts(window, busy, timed.submits, timed.waits)
@@ -290,5 +311,6 @@ def demo_step_parts(
         idle,
         by_method,
         step_times,
-        _worker_gaps(busy, call_spans, window),
+        worker_gaps(busy, call_spans, window),
+        median_cpu([*clocks, *reward_clocks], window),
     )
