@@ -12,8 +12,10 @@ counted figures say how they were counted. Targets of issue 11 are printed met/M
 
 Parts (``--only``): ``calls`` (Ray and Monarch by ranks, in-process), ``data`` (64/256 MB round
 trips, serializations, driver copies, Batch ops), ``demo`` (the demo step's orchestration
-share, with and without ``trainer.balance_batch``, and its CPU side: the share of the cores the
-run uses and why the slow rank is slow), ``tokens`` (generation/training tokens/s).
+share with pipelined steps and one stage at a time, with ``trainer.balance_batch``, and of the
+same call graph on raw Ray actors; the step-time ratio of the two layouts; the CPU side: the
+share of the cores the run uses and why the slow rank is slow), ``tokens`` (generation/training
+tokens/s).
 The slow training benchmarks are separate scripts (``make bench-training``).
 """
 
@@ -138,37 +140,13 @@ _DEMO_RUNS: tuple[tuple[str, str, list[str]], ...] = (
 
 
 def _demo(quick: bool) -> list[Figure]:
-    from benchmarks.suite_orchestration import demo_step_parts
-    from benchmarks.suite_skeleton import skeleton_step
-
     steps, skip = (12, 4) if quick else (50, 10)
     rounds = 1 if quick else 2
-    figures: list[Figure] = []
-    backend = _ray_backend()
-    runs: dict[str, list[Any]] = {name: [] for name, _, _ in _DEMO_RUNS}
-    try:
-        # Alternate the layouts so a slow spell of the machine hits both alike.
-        for _ in range(rounds):
-            for name, _, extra in _DEMO_RUNS:
-                with tempfile.TemporaryDirectory(prefix="bench-demo-") as run_dir:
-                    runs[name].append(
-                        demo_step_parts(
-                            backend,
-                            Path(run_dir),
-                            steps=steps,
-                            skip=skip,
-                            balance=False,
-                            extra=extra,
-                        )
-                    )
-        with tempfile.TemporaryDirectory(prefix="bench-demo-") as run_dir:
-            balanced = demo_step_parts(backend, Path(run_dir), steps=steps, skip=skip, balance=True)
-        cpu = runs["pipelined"][-1].method_cpu
-        skeleton = skeleton_step(cpu, steps=steps, skip=skip)
-    finally:
-        backend.shutdown()
-    for name, words, _ in _DEMO_RUNS:
-        figures.append(_share(f"demo_orchestration_share_{name}", words, runs[name], steps - skip))
+    runs, balanced, skeleton = _measure_demo(steps, skip, rounds)
+    figures = [
+        _share(f"demo_orchestration_share_{name}", words, runs[name], steps - skip)
+        for name, words, _ in _DEMO_RUNS
+    ]
     figures.append(
         _share(
             "demo_orchestration_share_balance_on",
@@ -177,22 +155,8 @@ def _demo(quick: bool) -> list[Figure]:
             steps - skip,
         )
     )
-    figures.append(
-        share_figure(
-            "demo_orchestration_share_raw_ray_skeleton",
-            "the same call graph on raw Ray actors (engine floor, no all-reduce)",
-            skeleton.parts,
-            wall_s=skeleton.step_s,
-            repeats=steps - skip,
-            note="benchmarks/suite_skeleton.py: 2 plain actors, per step and rank generate -> "
-            "score, log_prob -> update chained by object refs, one step ahead, each burning "
-            "the demo's median on-CPU time per call ("
-            + ", ".join(f"{m} {v * 1e3:.1f} ms" for m, v in cpu.items())
-            + "); each worker outside its calls, mean: "
-            + ", ".join(f"{k} {v:.1%}" for k, v in skeleton.worker_gaps.items()),
-        )
-    )
     pipelined, plain = runs["pipelined"], runs["one_stage_at_a_time"]
+    figures.append(_skeleton_figure(skeleton, pipelined[-1].method_cpu, steps - skip))
     figures.append(
         ratio_figure(
             "demo_step_time",
@@ -204,8 +168,50 @@ def _demo(quick: bool) -> list[Figure]:
             "measured steps per layout",
         )
     )
-    figures += _demo_cpu_figures(pipelined[-1], steps - skip)
-    return figures
+    return figures + _demo_cpu_figures(pipelined[-1], steps - skip)
+
+
+def _measure_demo(steps: int, skip: int, rounds: int) -> tuple[dict[str, list[Any]], Any, Any]:
+    """``rounds`` alternating runs of each of :data:`_DEMO_RUNS`, one with
+    ``balance_batch``, and the raw-Ray skeleton with the last pipelined run's CPU per call."""
+    from benchmarks.suite_orchestration import demo_step_parts
+    from benchmarks.suite_skeleton import skeleton_step
+
+    backend = _ray_backend()
+    runs: dict[str, list[Any]] = {name: [] for name, _, _ in _DEMO_RUNS}
+
+    def run(balance: bool, extra: Sequence[str]) -> Any:
+        with tempfile.TemporaryDirectory(prefix="bench-demo-") as run_dir:
+            return demo_step_parts(
+                backend, Path(run_dir), steps=steps, skip=skip, balance=balance, extra=extra
+            )
+
+    try:
+        # Alternate the layouts so a slow spell of the machine hits both alike.
+        for _ in range(rounds):
+            for name, _, extra in _DEMO_RUNS:
+                runs[name].append(run(False, extra))
+        balanced = run(True, [])
+        skeleton = skeleton_step(runs["pipelined"][-1].method_cpu, steps=steps, skip=skip)
+    finally:
+        backend.shutdown()
+    return runs, balanced, skeleton
+
+
+def _skeleton_figure(skeleton: Any, cpu: dict[str, float], repeats: int) -> Figure:
+    return share_figure(
+        "demo_orchestration_share_raw_ray_skeleton",
+        "the same call graph on raw Ray actors (engine floor, no all-reduce)",
+        skeleton.parts,
+        wall_s=skeleton.step_s,
+        repeats=repeats,
+        note="benchmarks/suite_skeleton.py: 2 plain actors, per step and rank generate -> "
+        "score, log_prob -> update chained by object refs, one step ahead, each burning the "
+        "demo's median on-CPU time per call ("
+        + ", ".join(f"{m} {v * 1e3:.1f} ms" for m, v in cpu.items())
+        + "); each worker outside its calls, mean: "
+        + ", ".join(f"{k} {v:.1%}" for k, v in skeleton.worker_gaps.items()),
+    )
 
 
 def _share(key: str, words: str, demos: Sequence[Any], repeats: int) -> Figure:

@@ -21,7 +21,7 @@ import bisect
 import itertools
 from collections.abc import Mapping, Sequence
 
-__all__ = ["PARTS", "Interval", "merge", "orchestration_parts"]
+__all__ = ["PARTS", "Interval", "merge", "orchestration_parts", "worker_gaps"]
 
 Interval = tuple[float, float]
 
@@ -84,3 +84,25 @@ def orchestration_parts(
             part = "driver work"
         totals[part] += b - a
     return {k: v / (t1 - t0) for k, v in totals.items()}
+
+
+def worker_gaps(
+    busy: Mapping[str, Sequence[Interval]],
+    calls: Mapping[str, Sequence[Interval]],
+    window: Interval,
+) -> dict[str, float]:
+    """Where each worker of ``busy`` spends the ``window`` outside its methods, as fractions
+    of it, means over the workers: ``"engine task wrapper"`` (inside one of its ``calls``, the
+    engine's tasks, but not in a ``busy`` method interval) and ``"between calls"`` (in no
+    call task)."""
+
+    def covered(spans: Sequence[Interval]) -> float:
+        return sum(max(0.0, min(e, window[1]) - max(b, window[0])) for b, e in merge(spans))
+
+    span = window[1] - window[0]
+    wrapper = [covered(calls[t]) - covered(busy[t]) for t in busy]
+    between = [span - covered(calls[t]) for t in busy]
+    return {
+        "engine task wrapper": sum(wrapper) / len(wrapper) / span,
+        "between calls": sum(between) / len(between) / span,
+    }

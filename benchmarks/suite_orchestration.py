@@ -40,7 +40,7 @@ from benchmarks.suite_cpu import (
     utilisation,
     worker_pid,
 )
-from benchmarks.suite_intervals import Interval, merge, orchestration_parts
+from benchmarks.suite_intervals import Interval, merge, orchestration_parts, worker_gaps
 from runtime import Backend, HostLaunch, RankCall, ResourcePool, WorkerSpec
 from runtime_ray import is_call_task
 
@@ -50,7 +50,6 @@ __all__ = [
     "busy_intervals",
     "demo_overrides",
     "demo_step_parts",
-    "worker_gaps",
 ]
 
 
@@ -194,24 +193,6 @@ def busy_intervals(
                 keep.append((begin, end))
         busy[tid] = keep
     return busy, invokes
-
-
-def worker_gaps(
-    busy: dict[str, list[Interval]], calls: dict[str, list[Interval]], window: Interval
-) -> dict[str, float]:
-    """``DemoStep.worker_gaps``: per worker, the window's time inside call tasks but outside
-    their methods, and outside call tasks; means over the workers, as fractions."""
-
-    def covered(spans: Sequence[Interval]) -> float:
-        return sum(max(0.0, min(e, window[1]) - max(b, window[0])) for b, e in merge(spans))
-
-    span = window[1] - window[0]
-    wrapper = [covered(calls[t]) - covered(busy[t]) for t in busy]
-    between = [span - covered(calls[t]) for t in busy]
-    return {
-        "engine task wrapper": sum(wrapper) / len(wrapper) / span,
-        "between calls": sum(between) / len(between) / span,
-    }
 
 
 def demo_step_parts(

@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import ray
 
-from benchmarks.suite_intervals import Interval, orchestration_parts
-from benchmarks.suite_orchestration import busy_intervals, worker_gaps
+from benchmarks.suite_intervals import Interval, orchestration_parts, worker_gaps
+from benchmarks.suite_orchestration import busy_intervals
 from runtime_ray._casts import create_actor
 
 __all__ = ["SkeletonRank", "SkeletonStep", "skeleton_step"]

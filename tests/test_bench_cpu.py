@@ -16,6 +16,7 @@ from benchmarks.suite_cpu import (
     call_clocks,
     clock_call,
     cores,
+    median_cpu,
     snapshot,
     split_by_method,
     split_slow_rank,
@@ -133,3 +134,13 @@ def test_clocked_actor_records_every_data_parallel_call_of_a_real_run(tmp_path: 
         assert c.runqueue >= 0
     with pytest.raises(TypeError, match="not a clocked worker"):
         call_clocks(object())
+
+
+def test_median_cpu_is_per_method_over_every_rank_in_the_window() -> None:
+    clocks = [
+        [_clock("generate", 1.0, 0.1, 0.02, 0.0), _clock("update_policy", 2.0, 0.1, 0.05, 0.0)],
+        [_clock("generate", 1.0, 0.1, 0.04, 0.0), _clock("generate", 9.0, 0.1, 0.5, 0.0)],
+        [_clock("generate", 1.5, 0.1, 0.03, 0.0)],
+    ]
+    # The call started at 9.0 is outside the window.
+    assert median_cpu(clocks, (0.0, 5.0)) == {"generate": 0.03, "update_policy": 0.05}

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from benchmarks.suite_intervals import PARTS, merge, orchestration_parts
+from benchmarks.suite_intervals import PARTS, merge, orchestration_parts, worker_gaps
 from benchmarks.suite_plot import overhead_series
 from benchmarks.suite_report import (
     SPREAD,
@@ -118,3 +118,13 @@ def test_overhead_series_groups_by_backend_and_mode() -> None:
     assert [r for r, _ in series["Ray blocking"]] == [1, 4]
     assert [r for r, _ in series["Monarch pipelined"]] == [2]
     assert "Ray pipelined" not in series
+
+
+def test_worker_gaps_split_time_outside_methods_into_wrapper_and_between_calls() -> None:
+    window = (0.0, 10.0)
+    calls = {"a": [(1.0, 5.0), (6.0, 9.0)], "b": [(0.0, 10.0)]}
+    busy = {"a": [(2.0, 4.0), (6.5, 8.5)], "b": [(0.0, 9.0)]}
+    gaps = worker_gaps(busy, calls, window)
+    # a: wrapper 7 - 4 = 3, between 10 - 7 = 3; b: wrapper 1, between 0 -> means 2 and 1.5.
+    assert gaps["engine task wrapper"] == pytest.approx(0.2)
+    assert gaps["between calls"] == pytest.approx(0.15)
