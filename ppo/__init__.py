@@ -14,7 +14,7 @@ from ppo.rollout import HFRolloutEngine, RolloutEngine, SamplingParams
 from ppo.scoring import RewardFnScorer, Scorer
 from ppo.tasks import RewardFn, Task, TaskExample, get_task
 from ppo.tokenizer import HFTokenizer, Tokenizer, load_tokenizer
-from ppo.trainer import PPOTrainer
+from ppo.trainer import PPOTrainer, StepInFlightError
 from ppo.workers import ActorRolloutWorker, CriticWorker, RewardWorker
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "RolloutWorker",
     "SamplingParams",
     "Scorer",
+    "StepInFlightError",
     "Task",
     "TaskExample",
     "Tokenizer",

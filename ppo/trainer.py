@@ -90,11 +90,16 @@ from runtime import (
 )
 from runtime.errors import WorkerDiedError
 
-__all__ = ["PPOTrainer", "PromptSampler", "load_reward_fn"]
+__all__ = ["PPOTrainer", "PromptSampler", "StepInFlightError", "load_reward_fn"]
 
 _log = get_logger(component="ppo")
 
 W = TypeVar("W")
+
+
+class StepInFlightError(RuntimeError):
+    """The ranks already run the next step's update (a :meth:`PPOTrainer.fit` cut short by
+    an exception left it in flight), so their policy is not the trainer's current step's."""
 
 
 class PromptSampler:
@@ -874,6 +879,16 @@ class PPOTrainer:
         """Whether the next step's update is already submitted (its step must be trained)."""
         return self._ahead is not None and self._ahead.updates is not None
 
+    def _check_no_update_in_flight(self, what: str) -> None:
+        """Refuse ``what`` (a checkpoint, an export) while the ranks' policy is ahead of
+        :attr:`step`: it would be written under the wrong step."""
+        if self._ahead is not None and self._ahead.updates is not None:
+            raise StepInFlightError(
+                f"{what}: step {self._ahead.step}'s update was submitted before fit stopped, so "
+                f"the ranks' policy is no longer step {self.step}'s; call trainer.train_step() "
+                f"to finish step {self._ahead.step} first (or trainer.fit() to go on)"
+            )
+
     def _finish(self, status: str, wall_s: float) -> None:
         """Write ``reward_curve.png`` and ``summary.json``, also when the run stopped early
         (a failure here is logged, never raised over the run's own exception)."""
@@ -931,6 +946,7 @@ class PPOTrainer:
         """Write the current policy and tokenizer with ``save_pretrained`` into ``directory``
         (``AutoModelForCausalLM.from_pretrained(directory)`` loads it)."""
         self.init_workers()
+        self._check_no_update_in_flight("export_pretrained")
         assert self.actor is not None
         path = Path(directory)
         self.actor.call(ActorRolloutWorker.export_pretrained, str(path))
@@ -939,6 +955,7 @@ class PPOTrainer:
 
     def save_checkpoint(self) -> Path:
         """Write an atomic checkpoint of every role and the trainer state for this step."""
+        self._check_no_update_in_flight("save_checkpoint")
         assert self.actor is not None
         actor, critic, tokenizer = self.actor, self.critic, self.tokenizer
 

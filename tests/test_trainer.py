@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ppo import ActorRolloutWorker, ConfigError, PPOTrainer, load_config
+from ppo import ActorRolloutWorker, ConfigError, PPOTrainer, StepInFlightError, load_config
 from ppo.metrics import read_metrics
 from ppo.tokenizer import PromptCache
 from ppo.trackers import CallbackTracker
@@ -337,3 +337,28 @@ def test_with_an_on_step_callback_no_update_starts_before_it(tmp_path: Path) -> 
         assert trainer._ranks_advantages
     steps = cfg.trainer.total_steps
     assert seen == [*((k, False) for k in range(2, steps + 1)), None]
+
+
+def test_a_checkpoint_waits_for_a_step_left_in_flight_by_an_exception(tmp_path: Path) -> None:
+    """An exception out of ``fit`` (here a tracker's) can leave the next step's update in
+    flight: checkpointing or exporting then would write step 3's policy as step 2's, so both
+    are refused until ``train_step`` finishes step 3."""
+    cfg = tiny_config(tmp_path, ["trainer.save_freq=0", "trainer.test_freq=0"])
+
+    def stop(row: Mapping[str, object]) -> None:
+        if row["step"] == 2:
+            raise KeyboardInterrupt
+
+    trainer = PPOTrainer(
+        InProcessBackend(), cfg, reward_fn=varied_reward, trackers=[CallbackTracker(stop)]
+    )
+    with trainer:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+        assert trainer.step == 2
+        with pytest.raises(StepInFlightError, match=r"step 3's update.*train_step\(\)"):
+            trainer.save_checkpoint()
+        with pytest.raises(StepInFlightError, match="export_pretrained"):
+            trainer.export_pretrained(tmp_path / "hf")
+        assert trainer.train_step()["step"] == 3
+        assert trainer.save_checkpoint().name == "step_3"
