@@ -5,7 +5,8 @@ method (timestamps taken inside the workers), and the driver's intervals inside
 ``Backend.submit`` and ``Backend.wait``, every instant of the window is one of:
 
 * **all busy**: every worker runs a method (the useful part);
-* **waiting on the slowest rank**: some, not all, workers run a method;
+* **waiting on the slowest rank**: some, not all, workers run a method (the others wait for
+  a slower rank at a barrier, or, with pipelined steps, between their own calls);
 * **submit**: no worker runs a method and the driver is inside ``submit``;
 * **collect**: no worker runs a method and the driver is inside ``wait`` (results in
   transit, decoded, concatenated);
