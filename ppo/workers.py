@@ -355,6 +355,12 @@ def _update_batch(
     groups' advantages from the uids in ``batch`` and the scores in the last part (the
     reward's result, :mod:`ppo.group_advantages`)."""
     if algorithm is not None and C.ADVANTAGES not in batch.tensors:
+        if not parts or C.SCORE not in parts[-1].tensors:
+            raise ValueError(
+                "update_policy: the batch has no 'advantages' column and its last part has no "
+                "'score' column to compute them from; pass the driver's advantages, or the "
+                "reward's result as the last part (see ppo.group_advantages)"
+            )
         *parts, scored = parts
         whole = joined(batch, parts).union(scored.select(tensor_keys=[C.SCORE], non_tensor_keys=[]))
         whole = with_group_advantages(whole, algorithm)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ppo import columns as C
 from ppo.config import load_config
 from ppo.group_advantages import GROUP_ESTIMATORS, group_advantages, ranks_compute_advantages
+from ppo.workers import _update_batch
 from runtime import Batch
 
 
@@ -74,3 +75,12 @@ def test_ranks_compute_advantages_only_for_whole_groups_and_no_batch_statistic(
 ) -> None:
     config = load_config("demo", overrides)
     assert ranks_compute_advantages(config, world) is expected
+
+
+def test_an_update_without_advantages_or_scores_says_what_it_needs() -> None:
+    algorithm = load_config("demo").algorithm
+    uids = _batch([1.0, 0.0], [2, 2], 2).select(tensor_keys=[])
+    with pytest.raises(ValueError, match=r"no 'advantages' column.*no 'score' column"):
+        _update_batch(uids, [Batch({C.RESPONSE_MASK: torch.ones(2, 5)})], algorithm)
+    with pytest.raises(ValueError, match="reward's result as the last part"):
+        _update_batch(uids, [], algorithm)
