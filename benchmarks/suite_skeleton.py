@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import numpy as np
 import numpy.typing as npt
 import ray
@@ -68,16 +69,14 @@ def _is_skeleton_call(category: str) -> bool:
     return category.startswith("task::SkeletonRank.")
 
 
+@attrs.frozen
 class SkeletonStep:
     """What :func:`skeleton_step` measured: ``parts`` (as ``DemoStep.parts``), ``step_s``
     (mean step wall time) and ``worker_gaps`` (as ``DemoStep.worker_gaps``)."""
 
-    def __init__(
-        self, parts: dict[str, float], step_s: float, worker_gaps: dict[str, float]
-    ) -> None:
-        self.parts = parts
-        self.step_s = step_s
-        self.worker_gaps = worker_gaps
+    parts: dict[str, float]
+    step_s: float
+    worker_gaps: dict[str, float]
 
 
 def skeleton_step(cpu: Mapping[str, float], *, steps: int, skip: int) -> SkeletonStep:

@@ -259,8 +259,8 @@ class PPOTrainer:
         self._pipeline: RolloutPipeline | None = None
         #: The next step, started ahead while :meth:`fit` runs (see :meth:`train_step`).
         self._ahead: StepStart | None = None
-        #: While :meth:`fit` runs: how much of step ``k`` may start ahead of its turn.
-        self._look_ahead: Callable[[int], _Ahead] | None = None
+        #: While :meth:`fit` runs, its Ctrl-C request (steps start ahead only inside fit).
+        self._fitting: _StopRequest | None = None
         #: Whether the ranks compute each step's advantages (set when the workers start).
         self._ranks_advantages = False
         #: Bytes the controller receives and sends per step (:mod:`ppo.dataflow`).
@@ -404,9 +404,7 @@ class PPOTrainer:
         batch = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
             self.config.rollout.n, interleave=True
         )
-        gen_in = self._generation_input(
-            batch, self.config.trainer.seed * 100_003 + step, greedy=False
-        )
+        gen_in = self._generation_input(batch, self._step_seed(step), greedy=False)
         return batch, self.traffic.sent(gen_in), state
 
     def _check_one_process_per_rank(self) -> None:
@@ -531,7 +529,7 @@ class PPOTrainer:
                 self._pipeline.publish(step)
                 self._pipeline.fill(step + 1)
         metrics.update(self.traffic.take())
-        ahead = self._look_ahead(step + 1) if self._look_ahead is not None else _Ahead.NOTHING
+        ahead = self._how_far_ahead(step + 1)
         if ahead is not _Ahead.NOTHING:
             self._ahead = self._start_step(
                 step + 1, with_update=self._ranks_advantages and ahead is _Ahead.WHOLE_STEP
@@ -584,7 +582,7 @@ class PPOTrainer:
             prompts = self._prompt_batch(examples, uid_prefix=f"s{step}").repeat(
                 cfg.rollout.n, interleave=True
             )
-            rollout = self._rollout(prompts, seed=cfg.trainer.seed * 100_003 + step)
+            rollout = self._rollout(prompts, seed=self._step_seed(step))
             if cfg.needs_baselines:
                 baselines = self._greedy_scores(examples, step)
         assert self.actor is not None
@@ -617,7 +615,7 @@ class PPOTrainer:
         driver sends (:mod:`ppo.group_advantages`)."""
         assert self.actor is not None
         update = started.prompts.select(tensor_keys=[], non_tensor_keys=[C.UID])
-        update.meta[C.SEED] = self.config.trainer.seed * 100_003 + started.step
+        update.meta[C.SEED] = self._step_seed(started.step)
         _check_even_split(len(update), self.actor, "actor")
         parts = [started.rollout, started.old_log_probs]
         if started.ref_log_probs is not None:
@@ -759,7 +757,7 @@ class PPOTrainer:
         assert self.actor is not None
         cfg = self.config
         update = data.view.select(tensor_keys=[C.ADVANTAGES, C.RETURNS], non_tensor_keys=[])
-        update.meta[C.SEED] = cfg.trainer.seed * 100_003 + step
+        update.meta[C.SEED] = self._step_seed(step)
         world = self.actor.world_size
         if cfg.trainer.balance_batch and world > 1 and len(update) % world == 0:
             # Reorder the driver's columns and the ranks' futures alike (rows stay aligned).
@@ -825,7 +823,7 @@ class PPOTrainer:
         )
         try:
             stop.install()
-            self._look_ahead = lambda step: self._how_far_ahead(step, stop)
+            self._fitting = stop
             if self.step == 0 and cfg.test_freq > 0:
                 row = {"step": 0, **self.validate()}
                 self._log_row(row)
@@ -852,20 +850,21 @@ class PPOTrainer:
             status = "interrupted"
             raise
         finally:
-            self._look_ahead = None
+            self._fitting = None
             stop.uninstall()
             bar.close()
             self._finish(status, time.perf_counter() - start)
         self.export_pretrained(self.run_dir / "hf_model")
         return history
 
-    def _how_far_ahead(self, step: int, stop: _StopRequest) -> _Ahead:
+    def _how_far_ahead(self, step: int) -> _Ahead:
         """How much of ``step`` :meth:`fit` may start while the step before it finishes:
-        nothing past the last step or after Ctrl-C, and not the update when validation, a
-        checkpoint or the ``on_step`` callback comes between the two steps (they must see the
-        policy before it)."""
+        nothing outside fit, past the last step or after Ctrl-C, and not the update when
+        validation, a checkpoint or the ``on_step`` callback comes between the two steps (they
+        must see the policy before it)."""
         cfg = self.config.trainer
-        if not cfg.pipeline_steps or step > cfg.total_steps or stop.requested:
+        stop = self._fitting
+        if stop is None or stop.requested or not cfg.pipeline_steps or step > cfg.total_steps:
             return _Ahead.NOTHING
         before = step - 1
         pause = (
@@ -875,6 +874,10 @@ class PPOTrainer:
         )
         return _Ahead.FIRST_STAGES if pause else _Ahead.WHOLE_STEP
 
+    def _step_seed(self, step: int) -> int:
+        """Step ``step``'s seed: its rollout's first row seed and its update's shuffle."""
+        return self.config.trainer.seed * 100_003 + step
+
     def _update_in_flight(self) -> bool:
         """Whether the next step's update is already submitted (its step must be trained)."""
         return self._ahead is not None and self._ahead.updates is not None
@@ -882,7 +885,8 @@ class PPOTrainer:
     def _check_no_update_in_flight(self, what: str) -> None:
         """Refuse ``what`` (a checkpoint, an export) while the ranks' policy is ahead of
         :attr:`step`: it would be written under the wrong step."""
-        if self._ahead is not None and self._ahead.updates is not None:
+        if self._update_in_flight():
+            assert self._ahead is not None
             raise StepInFlightError(
                 f"{what}: step {self._ahead.step}'s update was submitted before fit stopped, so "
                 f"the ranks' policy is no longer step {self.step}'s; call trainer.train_step() "
